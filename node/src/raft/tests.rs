@@ -1,0 +1,174 @@
+//! Small in-crate checks of the core; the thorough ones are the simulator and
+//! the scenario tests in `tests/`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::*;
+
+fn member(id: NodeId) -> Member {
+    Member {
+        id,
+        name: format!("m{id}"),
+        peer_addr: String::new(),
+        client_addr: String::new(),
+        suffrage: Suffrage::Voter,
+    }
+}
+
+/// Nodes that exchange messages instantly and persist everything.
+struct Net {
+    nodes: BTreeMap<NodeId, RawNode>,
+    applied: BTreeMap<NodeId, Vec<Bytes>>,
+}
+
+impl Net {
+    fn new(n: u64) -> Net {
+        let membership = Membership::new((1..=n).map(member));
+        let nodes = (1..=n)
+            .map(|id| {
+                let cfg = Config::with_tick_ms(id, 10, 7);
+                let restored = RestoredState {
+                    snapshot: SnapshotMeta {
+                        membership: membership.clone(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                (id, RawNode::new(cfg, restored).unwrap())
+            })
+            .collect();
+        Net {
+            nodes,
+            applied: BTreeMap::new(),
+        }
+    }
+
+    fn settle(&mut self) {
+        loop {
+            let mut msgs = Vec::new();
+            let mut busy = false;
+            for (id, n) in self.nodes.iter_mut() {
+                if n.has_ready() {
+                    busy = true;
+                    let rd = n.ready();
+                    msgs.extend(rd.messages);
+                    for e in rd.committed_entries {
+                        if !e.data.is_empty() {
+                            self.applied.entry(*id).or_default().push(e.data.clone());
+                        }
+                    }
+                    n.advance();
+                }
+            }
+            if !busy {
+                return;
+            }
+            for m in msgs {
+                if let Some(n) = self.nodes.get_mut(&m.to) {
+                    let _ = n.step(m);
+                }
+            }
+        }
+    }
+
+    fn tick_all(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.tick();
+        }
+        self.settle();
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .find(|n| n.role() == Role::Leader)
+            .map(|n| n.id())
+    }
+}
+
+#[test]
+fn three_members_elect_one_leader_and_replicate_a_write() {
+    let mut net = Net::new(3);
+    for _ in 0..100 {
+        net.tick_all();
+        if net.leader().is_some() {
+            break;
+        }
+    }
+    let leader = net.leader().expect("a leader within 100 ticks");
+    let term = net.nodes[&leader].term();
+    for n in net.nodes.values() {
+        assert_eq!(n.term(), term);
+        assert_eq!(n.leader_id(), leader);
+    }
+    let idx = net
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose(Bytes::from_static(b"set 5"))
+        .unwrap();
+    net.settle();
+    // Followers learn the commit index with the next heartbeat.
+    for _ in 0..10 {
+        net.tick_all();
+    }
+    for (id, n) in &net.nodes {
+        assert!(
+            n.commit_index() >= idx,
+            "member {id} commit {}",
+            n.commit_index()
+        );
+        assert_eq!(net.applied[id], vec![Bytes::from_static(b"set 5")]);
+    }
+}
+
+#[test]
+fn a_single_member_elects_itself_and_commits() {
+    let mut net = Net::new(1);
+    for _ in 0..40 {
+        net.tick_all();
+    }
+    assert_eq!(net.leader(), Some(1));
+    net.nodes
+        .get_mut(&1)
+        .unwrap()
+        .propose(Bytes::from_static(b"x"))
+        .unwrap();
+    net.settle();
+    assert_eq!(net.applied[&1], vec![Bytes::from_static(b"x")]);
+}
+
+#[test]
+fn a_read_index_is_confirmed_by_a_majority() {
+    let mut net = Net::new(3);
+    for _ in 0..100 {
+        net.tick_all();
+    }
+    let leader = net.leader().unwrap();
+    let n = net.nodes.get_mut(&leader).unwrap();
+    n.read_index(42).unwrap();
+    let rd = n.ready();
+    assert!(rd.read_states.is_empty(), "needs a heartbeat round first");
+    let msgs = rd.messages;
+    n.advance();
+    for m in msgs {
+        let _ = net.nodes.get_mut(&m.to).unwrap().step(m);
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut msgs = Vec::new();
+        for n in net.nodes.values_mut() {
+            let rd = n.ready();
+            got.extend(rd.read_states.clone());
+            msgs.extend(rd.messages);
+            n.advance();
+        }
+        for m in msgs {
+            let _ = net.nodes.get_mut(&m.to).unwrap().step(m);
+        }
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].ctx, 42);
+}
