@@ -1,1 +1,12 @@
+//! kuberaft-node: a Raft member.
+//!
+//! - [`raft`]: the pure consensus core (no I/O).
+//! - [`transport`]: peer messages over gRPC.
+//! - [`server`]: the event loop and services around the core.
+//! - [`config`]: flags and environment.
+
+pub mod config;
 pub mod raft;
+pub mod server;
+pub mod transport;
+pub mod wire;

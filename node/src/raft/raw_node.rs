@@ -8,7 +8,8 @@ use super::membership::{ConfChange, Membership};
 use super::progress::ReplicationState;
 use super::raft::{Raft, RestoredState};
 use super::types::{
-    Entry, HardState, Index, Message, NodeId, ReadState, Role, SnapshotMeta, SoftState, Term,
+    Entry, HardState, Index, Message, MessageBody, NodeId, ReadState, Role, SnapshotMeta,
+    SoftState, Term,
 };
 
 /// Most committed-entry bytes handed out in one `Ready`, so a member that
@@ -120,6 +121,26 @@ impl RawNode {
     /// changed nothing; the caller logs it.
     pub fn step(&mut self, m: Message) -> Result<(), StepError> {
         self.raft.step(m)
+    }
+
+    /// Steps a request from a peer (RequestVote, AppendEntries,
+    /// InstallSnapshot) and takes the core's answer to it out of the outgoing
+    /// messages, so a transport can return it as the RPC's response. The
+    /// answer may promise durable state (a vote, appended entries): return it
+    /// only after the next `Ready` has been persisted.
+    pub fn step_request(&mut self, m: Message) -> Result<Option<Message>, StepError> {
+        let from = m.from;
+        let before = self.raft.msgs.len();
+        self.raft.step(m)?;
+        let answer = self.raft.msgs[before..].iter().rposition(|x| {
+            x.to == from
+                && matches!(
+                    x.body,
+                    MessageBody::RequestVoteResponse { .. }
+                        | MessageBody::AppendEntriesResponse { .. }
+                )
+        });
+        Ok(answer.map(|i| self.raft.msgs.remove(before + i)))
     }
 
     /// Proposes a command; on success it will appear at the returned index

@@ -1,0 +1,3 @@
+//! Requests from clients and administrators to the event loop.
+
+pub enum ClientRequest {}

@@ -1,0 +1,38 @@
+//! What the event loop is asked to do. Everything that touches the Raft core
+//! arrives here as an `Event`, through one channel, so the loop is the core's
+//! only owner and needs no locks.
+
+use std::path::PathBuf;
+
+use tokio::sync::oneshot;
+
+use crate::raft::{self, NodeId, Term};
+
+/// The answer to a peer's request: the core's answer message (none for
+/// TimeoutNow) and the term at the time, or a refusal.
+pub type PeerAnswer = Result<(Option<raft::Message>, Term), tonic::Status>;
+
+pub enum Event {
+    /// Time passes (one tick of the core).
+    Tick,
+    /// A request from a peer. The answer is sent after the state it promises
+    /// (a vote, appended entries) is durable.
+    PeerRequest {
+        msg: raft::Message,
+        reply: oneshot::Sender<PeerAnswer>,
+    },
+    /// An answer to one of our own requests.
+    PeerMessage(raft::Message),
+    /// A snapshot arrived completely from the leader and is in `file`.
+    SnapshotReceived {
+        msg: raft::Message,
+        file: PathBuf,
+        reply: oneshot::Sender<PeerAnswer>,
+    },
+    /// Streaming a snapshot to `to` finished or failed.
+    SnapshotSent { to: NodeId, ok: bool },
+    /// Work from a client or administrator.
+    Client(super::client::ClientRequest),
+    /// SIGTERM: hand leadership over, then stop.
+    Shutdown,
+}

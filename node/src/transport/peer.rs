@@ -1,0 +1,216 @@
+//! Sending to one peer: a task per peer, so a dead or slow peer never holds
+//! up the others. AppendEntries go through one ordered stream (pipelining);
+//! votes and TimeoutNow are separate unary calls; snapshots their own stream.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kuberaft_proto::raft as pb;
+use kuberaft_proto::raft::raft_client::RaftClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use super::channel::lazy_channel;
+use super::codec::{self, PeerRequest};
+use super::snapshot_sender;
+use crate::raft::{self, NodeId};
+use crate::server::event::Event;
+
+/// Largest gRPC message a member sends or accepts (an AppendEntries batch).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// How many AppendEntries may wait for a stream before new ones are dropped
+/// (Raft retransmits).
+const PIPELINE_QUEUE: usize = 1024;
+const VOTE_DEADLINE: Duration = Duration::from_millis(1000);
+
+/// What the event loop hands a peer task.
+pub enum Outbound {
+    Message(raft::Message),
+    /// Stream the snapshot in `file` (described by the message) to the peer.
+    Snapshot {
+        msg: raft::Message,
+        file: PathBuf,
+    },
+}
+
+/// The context a peer task needs.
+#[derive(Clone)]
+pub struct PeerContext {
+    pub cluster: String,
+    pub me: NodeId,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+pub fn client_for(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Runs until `rx` closes (the peer left the configuration or we stop).
+pub async fn run_peer(
+    ctx: PeerContext,
+    peer: NodeId,
+    addr: String,
+    mut rx: mpsc::Receiver<Outbound>,
+) {
+    let channel = match lazy_channel(&addr) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(peer, %addr, error = %e, "cannot reach peer: bad address");
+            while rx.recv().await.is_some() {}
+            return;
+        }
+    };
+    let client = client_for(channel);
+    let (append_tx, append_rx) = mpsc::channel(PIPELINE_QUEUE);
+    let pipeline = tokio::spawn(run_pipeline(ctx.clone(), peer, client.clone(), append_rx));
+    let mut snapshot_task: Option<tokio::task::JoinHandle<()>> = None;
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outbound::Snapshot { msg, file } => {
+                if snapshot_task.as_ref().is_some_and(|t| !t.is_finished()) {
+                    // One snapshot at a time; the core asks again if this one fails.
+                    continue;
+                }
+                let raft::MessageBody::InstallSnapshot { snapshot } = msg.body else {
+                    continue;
+                };
+                let (ctx, client) = (ctx.clone(), client.clone());
+                snapshot_task = Some(tokio::spawn(async move {
+                    let result =
+                        snapshot_sender::send(&ctx, client, peer, msg.term, snapshot, &file).await;
+                    let ok = match result {
+                        Ok(resp) => {
+                            let _ = ctx.events.send(Event::PeerMessage(
+                                codec::snapshot_response_to_core(ctx.me, peer, &resp),
+                            ));
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer, error = %e, "sending snapshot failed");
+                            false
+                        }
+                    };
+                    let _ = ctx.events.send(Event::SnapshotSent { to: peer, ok });
+                }));
+            }
+            Outbound::Message(msg) => match codec::to_request(&ctx.cluster, msg) {
+                Some(PeerRequest::Append(req)) => {
+                    // Full queue: the peer is far behind or gone; Raft resends.
+                    let _ = append_tx.try_send(req);
+                }
+                Some(PeerRequest::Vote(req)) => {
+                    let (ctx, mut client) = (ctx.clone(), client.clone());
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(VOTE_DEADLINE, client.request_vote(req)).await {
+                            Ok(Ok(resp)) => {
+                                let m = codec::vote_response_to_core(ctx.me, peer, resp.get_ref());
+                                let _ = ctx.events.send(Event::PeerMessage(m));
+                            }
+                            Ok(Err(status)) => {
+                                tracing::debug!(peer, code = ?status.code(), message = status.message(), "vote request refused");
+                            }
+                            Err(_) => tracing::debug!(peer, "vote request timed out"),
+                        }
+                    });
+                }
+                Some(PeerRequest::TimeoutNow(req)) => {
+                    let mut client = client.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            tokio::time::timeout(VOTE_DEADLINE, client.timeout_now(req)).await
+                        {
+                            tracing::debug!(peer, error = %e, "TimeoutNow timed out");
+                        }
+                    });
+                }
+                Some(PeerRequest::Snapshot(_)) | None => {}
+            },
+        }
+    }
+    pipeline.abort();
+    if let Some(t) = snapshot_task {
+        t.abort();
+    }
+}
+
+/// Keeps one AppendEntriesPipeline stream open to the peer and feeds it in
+/// order; answers go to the event loop. A broken stream is reopened after a
+/// backoff; what was in flight on it is lost and Raft resends it.
+async fn run_pipeline(
+    ctx: PeerContext,
+    peer: NodeId,
+    mut client: RaftClient<Channel>,
+    mut rx: mpsc::Receiver<pb::AppendEntriesRequest>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // Wait for something to send before connecting.
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let (tx, stream_rx) = mpsc::channel(PIPELINE_QUEUE);
+        let _ = tx.try_send(first);
+        let opened = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.append_entries_pipeline(ReceiverStream::new(stream_rx)),
+        )
+        .await;
+        let mut responses = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                tracing::debug!(peer, code = ?status.code(), message = status.message(), "cannot open the append stream");
+                drain_for(&mut rx, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(peer, "opening the append stream timed out");
+                drain_for(&mut rx, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    Some(req) => {
+                        if tx.send(req).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => return,
+                },
+                resp = responses.message() => match resp {
+                    Ok(Some(resp)) => {
+                        let m = codec::append_response_to_core(ctx.me, peer, &resp);
+                        if ctx.events.send(Event::PeerMessage(m)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(peer, code = ?status.code(), message = status.message(), "append stream broke");
+                        break;
+                    }
+                },
+            }
+        }
+        drain_for(&mut rx, backoff).await;
+    }
+}
+
+/// Waits `d`, dropping whatever is queued meanwhile: those requests are stale
+/// by the time a new stream opens, and the leader will probe again.
+async fn drain_for(rx: &mut mpsc::Receiver<pb::AppendEntriesRequest>, d: Duration) {
+    let deadline = tokio::time::Instant::now() + d;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(_)) => continue,
+            _ => return,
+        }
+    }
+}
