@@ -26,8 +26,18 @@ pub fn who(id: u64, members: &[raft::Member]) -> String {
 pub fn status_table(views: &[MemberView]) -> Table {
     let membership: Vec<raft::Member> = views.iter().filter_map(|v| v.member.clone()).collect();
     let mut t = Table::new([
-        "ID", "NAME", "ENDPOINT", "ROLE", "TERM", "LEADER", "VOTED FOR", "COMMIT", "APPLIED",
-        "LAST", "SUFFRAGE", "SERVING",
+        "ID",
+        "NAME",
+        "ENDPOINT",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "VOTED FOR",
+        "COMMIT",
+        "APPLIED",
+        "LAST",
+        "SUFFRAGE",
+        "SERVING",
     ]);
     for v in views {
         let id = v.id().map_or("?".into(), |i| i.to_string());
@@ -54,7 +64,15 @@ pub fn status_table(views: &[MemberView]) -> Table {
 
 /// The leader's view of replication: each member's match index.
 pub fn replication_table(leader: &admin::StatusResponse) -> Table {
-    let mut t = Table::new(["ID", "NAME", "SUFFRAGE", "MATCH INDEX", "NEXT INDEX", "STATE", "ACTIVE"]);
+    let mut t = Table::new([
+        "ID",
+        "NAME",
+        "SUFFRAGE",
+        "MATCH INDEX",
+        "NEXT INDEX",
+        "STATE",
+        "ACTIVE",
+    ]);
     for m in &leader.members {
         let Some(member) = &m.member else { continue };
         let is_leader = member.id == leader.member_id;
@@ -62,10 +80,28 @@ pub fn replication_table(leader: &admin::StatusResponse) -> Table {
             member.id.to_string(),
             member.name.clone(),
             suffrage_name(member.suffrage()).to_string(),
-            if is_leader { leader.last_index } else { m.match_index }.to_string(),
-            if is_leader { "-".to_string() } else { m.next_index.to_string() },
-            if is_leader { "leader".to_string() } else { m.replication_state.clone() },
-            if is_leader || m.recent_active { "yes" } else { "no" }.to_string(),
+            if is_leader {
+                leader.last_index
+            } else {
+                m.match_index
+            }
+            .to_string(),
+            if is_leader {
+                "-".to_string()
+            } else {
+                m.next_index.to_string()
+            },
+            if is_leader {
+                "leader".to_string()
+            } else {
+                m.replication_state.clone()
+            },
+            if is_leader || m.recent_active {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
         ]);
     }
     t
@@ -73,13 +109,18 @@ pub fn replication_table(leader: &admin::StatusResponse) -> Table {
 
 /// One line about the leader, or about its absence.
 pub fn leader_line(views: &[MemberView]) -> String {
-    let answers: Vec<&admin::StatusResponse> =
-        views.iter().filter_map(|v| v.status.as_ref().ok()).collect();
+    let answers: Vec<&admin::StatusResponse> = views
+        .iter()
+        .filter_map(|v| v.status.as_ref().ok())
+        .collect();
     if answers.is_empty() {
         return "no member answered".into();
     }
-    let mut leaders: Vec<&admin::StatusResponse> =
-        answers.iter().copied().filter(|s| s.role() == Role::Leader).collect();
+    let mut leaders: Vec<&admin::StatusResponse> = answers
+        .iter()
+        .copied()
+        .filter(|s| s.role() == Role::Leader)
+        .collect();
     leaders.sort_by_key(|s| s.term);
     match leaders.as_slice() {
         [] => {
@@ -142,7 +183,12 @@ pub async fn status(ctx: &Ctx, only_endpoints: bool) -> Result<(), CliError> {
             .iter()
             .map(|v| {
                 let why = v.status.clone().err().unwrap_or_default();
-                (v.addr.clone(), why.trim_start_matches("unreachable ").trim_matches(|c| c == '(' || c == ')').to_string())
+                (
+                    v.addr.clone(),
+                    why.trim_start_matches("unreachable ")
+                        .trim_matches(|c| c == '(' || c == ')')
+                        .to_string(),
+                )
             })
             .collect();
         return Err(super::error::all_unreachable(&list));
@@ -151,7 +197,9 @@ pub async fn status(ctx: &Ctx, only_endpoints: bool) -> Result<(), CliError> {
 }
 
 pub async fn transfer_leader(ctx: &Ctx, to: Option<u64>) -> Result<(), CliError> {
-    let req = admin::TransferLeadershipRequest { to: to.unwrap_or(0) };
+    let req = admin::TransferLeadershipRequest {
+        to: to.unwrap_or(0),
+    };
     let (_, r) = ctx
         .client
         .call_cli(Effect::Write, |ch, left| async move {
@@ -221,8 +269,9 @@ pub async fn member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), CliError> {
             if *id == 0 {
                 return Err(CliError::usage("member id 0 is reserved; ids start at 1"));
             }
-            super::client::parse_endpoint(peer_addr)
-                .map_err(|_| CliError::usage(format!("--peer-addr {peer_addr:?} is not host:port")))?;
+            super::client::parse_endpoint(peer_addr).map_err(|_| {
+                CliError::usage(format!("--peer-addr {peer_addr:?} is not host:port"))
+            })?;
             super::client::parse_endpoint(client_addr).map_err(|_| {
                 CliError::usage(format!("--client-addr {client_addr:?} is not host:port"))
             })?;
@@ -240,7 +289,12 @@ pub async fn member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), CliError> {
                 .client
                 .call_cli(Effect::Write, |ch, left| {
                     let req = req.clone();
-                    async move { Ok(AdminClient::new(ch).add_member(request(req, left)).await?.into_inner()) }
+                    async move {
+                        Ok(AdminClient::new(ch)
+                            .add_member(request(req, left))
+                            .await?
+                            .into_inner())
+                    }
                 })
                 .await?;
             print_membership(ctx, r.membership);
@@ -250,7 +304,10 @@ pub async fn member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), CliError> {
             let (_, r) = ctx
                 .client
                 .call_cli(Effect::Write, |ch, left| async move {
-                    Ok(AdminClient::new(ch).promote_member(request(req, left)).await?.into_inner())
+                    Ok(AdminClient::new(ch)
+                        .promote_member(request(req, left))
+                        .await?
+                        .into_inner())
                 })
                 .await?;
             print_membership(ctx, r.membership);
@@ -260,7 +317,10 @@ pub async fn member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), CliError> {
             let (_, r) = ctx
                 .client
                 .call_cli(Effect::Write, |ch, left| async move {
-                    Ok(AdminClient::new(ch).remove_member(request(req, left)).await?.into_inner())
+                    Ok(AdminClient::new(ch)
+                        .remove_member(request(req, left))
+                        .await?
+                        .into_inner())
                 })
                 .await?;
             print_membership(ctx, r.membership);
@@ -271,11 +331,20 @@ pub async fn member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), CliError> {
 
 pub async fn snapshot(ctx: &Ctx, all: bool) -> Result<(), CliError> {
     let targets: Vec<String> = if all {
-        ctx.client.endpoints().iter().map(|e| e.addr.clone()).collect()
+        ctx.client
+            .endpoints()
+            .iter()
+            .map(|e| e.addr.clone())
+            .collect()
     } else {
         vec![String::new()]
     };
-    let mut t = Table::new(["ENDPOINT", "LAST INCLUDED INDEX", "LAST INCLUDED TERM", "SIZE"]);
+    let mut t = Table::new([
+        "ENDPOINT",
+        "LAST INCLUDED INDEX",
+        "LAST INCLUDED TERM",
+        "SIZE",
+    ]);
     let mut rows = Vec::new();
     for target in targets {
         let client = if target.is_empty() {
@@ -407,7 +476,11 @@ ID  NAME   SUFFRAGE  MATCH INDEX  NEXT INDEX  STATE      ACTIVE
     fn stale_leaders_are_called_stale() {
         let mut v = views();
         v[1].status = Ok(status(2, Role::Leader, 4, 2));
-        assert!(leader_line(&v).contains("2 dev-1 (term 4)"), "{}", leader_line(&v));
+        assert!(
+            leader_line(&v).contains("2 dev-1 (term 4)"),
+            "{}",
+            leader_line(&v)
+        );
         v[0].status = Ok(status(1, Role::Candidate, 5, 0));
         v[1].status = Ok(status(2, Role::Follower, 5, 0));
         assert_eq!(

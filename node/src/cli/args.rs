@@ -117,7 +117,11 @@ pub enum Command {
         key: String,
         new_value: String,
         /// The value the key must hold now.
-        #[arg(long, required_unless_present = "expect_absent", conflicts_with = "expect_absent")]
+        #[arg(
+            long,
+            required_unless_present = "expect_absent",
+            conflicts_with = "expect_absent"
+        )]
         expect: Option<String>,
         /// The key must not exist now.
         #[arg(long)]
@@ -339,7 +343,10 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         for bad in ["", "fast", "5 parsecs", "0s", "-1s"] {
             let e = parse_duration(bad).unwrap_err();
-            assert!(e.contains("500ms") || e.contains("unit") || e.contains("range"), "{e}");
+            assert!(
+                e.contains("500ms") || e.contains("unit") || e.contains("range"),
+                "{e}"
+            );
         }
     }
 

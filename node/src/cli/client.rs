@@ -51,10 +51,7 @@ impl CallError {
 /// Checks that an endpoint is `host:port` (an `http://` prefix is tolerated).
 pub fn parse_endpoint(s: &str) -> Result<String, CliError> {
     let s = s.trim();
-    let s = s
-        .strip_prefix("http://")
-        .unwrap_or(s)
-        .trim_end_matches('/');
+    let s = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
     let bad = || {
         CliError::usage(format!(
             "--endpoints: {s:?} is not host:port (e.g. 127.0.0.1:7001)"
@@ -197,14 +194,23 @@ mod tests {
 
     #[tonic::async_trait]
     impl Kv for FakeMember {
-        async fn put(&self, _: Request<kv::PutRequest>) -> Result<Response<kv::PutResponse>, Status> {
+        async fn put(
+            &self,
+            _: Request<kv::PutRequest>,
+        ) -> Result<Response<kv::PutResponse>, Status> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match &self.fail {
                 Some(s) => Err(s.clone()),
-                None => Ok(Response::new(kv::PutResponse { header: None, index: 7 })),
+                None => Ok(Response::new(kv::PutResponse {
+                    header: None,
+                    index: 7,
+                })),
             }
         }
-        async fn get(&self, _: Request<kv::GetRequest>) -> Result<Response<kv::GetResponse>, Status> {
+        async fn get(
+            &self,
+            _: Request<kv::GetRequest>,
+        ) -> Result<Response<kv::GetResponse>, Status> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if let Some(s) = &self.fail {
                 return Err(s.clone());
@@ -218,10 +224,16 @@ mod tests {
                 }),
             }))
         }
-        async fn delete(&self, _: Request<kv::DeleteRequest>) -> Result<Response<kv::DeleteResponse>, Status> {
+        async fn delete(
+            &self,
+            _: Request<kv::DeleteRequest>,
+        ) -> Result<Response<kv::DeleteResponse>, Status> {
             Err(Status::unimplemented(""))
         }
-        async fn scan(&self, _: Request<kv::ScanRequest>) -> Result<Response<kv::ScanResponse>, Status> {
+        async fn scan(
+            &self,
+            _: Request<kv::ScanRequest>,
+        ) -> Result<Response<kv::ScanResponse>, Status> {
             Err(Status::unimplemented(""))
         }
         async fn compare_and_swap(
@@ -269,7 +281,12 @@ mod tests {
     async fn an_unreachable_endpoint_is_skipped() {
         let dead = dead_addr().await;
         let calls = Arc::new(AtomicU32::new(0));
-        let b = serve(FakeMember { name: "b", fail: None, calls: calls.clone() }).await;
+        let b = serve(FakeMember {
+            name: "b",
+            fail: None,
+            calls: calls.clone(),
+        })
+        .await;
         let (answered_by, name) = get(&client(&[dead, b.clone()])).await.unwrap();
         assert_eq!(answered_by, b);
         assert_eq!(name, "b");
@@ -279,8 +296,18 @@ mod tests {
     async fn the_first_reachable_endpoint_answers() {
         let calls_a = Arc::new(AtomicU32::new(0));
         let calls_b = Arc::new(AtomicU32::new(0));
-        let a = serve(FakeMember { name: "a", fail: None, calls: calls_a.clone() }).await;
-        let b = serve(FakeMember { name: "b", fail: None, calls: calls_b.clone() }).await;
+        let a = serve(FakeMember {
+            name: "a",
+            fail: None,
+            calls: calls_a.clone(),
+        })
+        .await;
+        let b = serve(FakeMember {
+            name: "b",
+            fail: None,
+            calls: calls_b.clone(),
+        })
+        .await;
         let (_, name) = get(&client(&[a, b])).await.unwrap();
         assert_eq!(name, "a");
         assert_eq!(calls_b.load(Ordering::SeqCst), 0);
@@ -297,7 +324,12 @@ mod tests {
             calls: Arc::new(AtomicU32::new(0)),
         })
         .await;
-        let b = serve(FakeMember { name: "b", fail: None, calls: calls_b.clone() }).await;
+        let b = serve(FakeMember {
+            name: "b",
+            fail: None,
+            calls: calls_b.clone(),
+        })
+        .await;
         match get(&client(&[a.clone(), b])).await {
             Err(CallError::Answered { endpoint, status }) => {
                 assert_eq!(endpoint, a);

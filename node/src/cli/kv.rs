@@ -17,14 +17,16 @@ use super::output::{Table, print_json};
 /// Turns a failed call into one line; a missing leader is explained with how
 /// many members could not be reached.
 async fn explain(ctx: &Ctx, e: CallError, effect: Effect) -> CliError {
-    let no_leader = matches!(&e, CallError::Answered { status, .. } if status.code() == Code::Unavailable);
+    let no_leader =
+        matches!(&e, CallError::Answered { status, .. } if status.code() == Code::Unavailable);
     let mut err = e.into_cli(effect, ctx.client.command_timeout);
     if no_leader {
         let views = members::survey(&ctx.client, true).await;
         if let Some(summary) = members::unreachable_summary(&views) {
-            err.message = err
-                .message
-                .replace("; retry in a moment", &format!(" ({summary}); retry in a moment"));
+            err.message = err.message.replace(
+                "; retry in a moment",
+                &format!(" ({summary}); retry in a moment"),
+            );
         }
     }
     err
@@ -54,13 +56,13 @@ pub async fn put(ctx: &Ctx, key: &str, value: &str) -> Result<(), CliError> {
     let key = ctx.enc.parse("key", key)?;
     let value = if value == "-" {
         let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| CliError::new(format!("cannot read the value from standard input: {e}")))?;
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+            CliError::new(format!("cannot read the value from standard input: {e}"))
+        })?;
         match ctx.enc {
-            super::encoding::Encoding::Hex => {
-                ctx.enc.parse("value", String::from_utf8_lossy(&buf).trim())?
-            }
+            super::encoding::Encoding::Hex => ctx
+                .enc
+                .parse("value", String::from_utf8_lossy(&buf).trim())?,
             super::encoding::Encoding::Text => buf,
         }
     } else {
@@ -74,7 +76,12 @@ pub async fn put(ctx: &Ctx, key: &str, value: &str) -> Result<(), CliError> {
         .client
         .call(Effect::Write, |ch, left| {
             let req = req.clone();
-            async move { Ok(KvClient::new(ch).put(request(req, left)).await?.into_inner()) }
+            async move {
+                Ok(KvClient::new(ch)
+                    .put(request(req, left))
+                    .await?
+                    .into_inner())
+            }
         })
         .await;
     let (endpoint, r) = match r {
@@ -103,7 +110,12 @@ pub async fn get(ctx: &Ctx, key: &str, serializable: bool) -> Result<(), CliErro
         .client
         .call(Effect::Read, |ch, left| {
             let req = req.clone();
-            async move { Ok(KvClient::new(ch).get(request(req, left)).await?.into_inner()) }
+            async move {
+                Ok(KvClient::new(ch)
+                    .get(request(req, left))
+                    .await?
+                    .into_inner())
+            }
         })
         .await;
     let (endpoint, r) = match r {
@@ -142,7 +154,12 @@ pub async fn del(ctx: &Ctx, key: &str) -> Result<(), CliError> {
         .client
         .call(Effect::Write, |ch, left| {
             let req = req.clone();
-            async move { Ok(KvClient::new(ch).delete(request(req, left)).await?.into_inner()) }
+            async move {
+                Ok(KvClient::new(ch)
+                    .delete(request(req, left))
+                    .await?
+                    .into_inner())
+            }
         })
         .await;
     let (endpoint, r) = match r {
@@ -181,7 +198,12 @@ async fn scan_page(ctx: &Ctx, req: kv::ScanRequest) -> Result<kv::ScanResponse, 
         .client
         .call(Effect::Read, |ch, left| {
             let req = req.clone();
-            async move { Ok(KvClient::new(ch).scan(request(req, left)).await?.into_inner()) }
+            async move {
+                Ok(KvClient::new(ch)
+                    .scan(request(req, left))
+                    .await?
+                    .into_inner())
+            }
         })
         .await;
     match r {
@@ -261,11 +283,7 @@ pub async fn scan(ctx: &Ctx, o: ScanOptions<'_>) -> Result<(), CliError> {
 }
 
 /// The sentence for a failed compare: what the key holds and what was expected.
-pub fn compare_failed(
-    key: &str,
-    expected: Option<&str>,
-    current: Option<&str>,
-) -> String {
+pub fn compare_failed(key: &str, expected: Option<&str>, current: Option<&str>) -> String {
     let now = match current {
         Some(v) => format!("holds {v:?}"),
         None => "does not exist".to_string(),
@@ -340,7 +358,10 @@ pub async fn cas(
     if r.succeeded {
         Ok(())
     } else {
-        let expected = expect.map(|e| ctx.enc.show(&ctx.enc.parse("--expect", e).unwrap_or_default()));
+        let expected = expect.map(|e| {
+            ctx.enc
+                .show(&ctx.enc.parse("--expect", e).unwrap_or_default())
+        });
         Err(CliError::no(compare_failed(
             &shown_key,
             expected.as_deref(),

@@ -81,17 +81,19 @@ pub async fn survey(client: &Client, discover: bool) -> Vec<MemberView> {
         .iter()
         .map(|e| (e.addr.clone(), e.channel.clone()))
         .collect();
-    let mut views: Vec<MemberView> =
-        join_all(asked.into_iter().map(|(addr, ch)| async move {
-            let status = status_of(ch, timeout).await;
-            MemberView {
-                addr,
-                member: None,
-                status,
-            }
-        }))
-        .await;
-    let answers: Vec<&StatusResponse> = views.iter().filter_map(|v| v.status.as_ref().ok()).collect();
+    let mut views: Vec<MemberView> = join_all(asked.into_iter().map(|(addr, ch)| async move {
+        let status = status_of(ch, timeout).await;
+        MemberView {
+            addr,
+            member: None,
+            status,
+        }
+    }))
+    .await;
+    let answers: Vec<&StatusResponse> = views
+        .iter()
+        .filter_map(|v| v.status.as_ref().ok())
+        .collect();
     let membership = best_membership(&answers);
     if discover {
         let more: Vec<raft::Member> = membership
@@ -194,7 +196,10 @@ fn member_status_json(m: &admin::MemberStatus) -> serde_json::Value {
     if let Some(o) = v.as_object_mut() {
         o.insert("match_index".into(), m.match_index.into());
         o.insert("next_index".into(), m.next_index.into());
-        o.insert("replication_state".into(), m.replication_state.clone().into());
+        o.insert(
+            "replication_state".into(),
+            m.replication_state.clone().into(),
+        );
         o.insert("recent_active".into(), m.recent_active.into());
     }
     v

@@ -9,12 +9,20 @@
 
 pub mod admin;
 pub mod args;
+pub mod bench;
 pub mod client;
+pub mod cluster;
+pub mod dev;
 pub mod encoding;
 pub mod error;
+pub mod failover;
 pub mod kv;
+pub mod live;
 pub mod members;
 pub mod output;
+pub mod report;
+pub mod terminal;
+pub mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -101,8 +109,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::TransferLeader { to } => admin::transfer_leader(&ctx()?, *to).await,
         Command::Member(m) => admin::member(&ctx()?, m).await,
         Command::Snapshot { all } => admin::snapshot(&ctx()?, *all).await,
-        Command::Watch { .. } | Command::Dev(_) | Command::Bench(_) | Command::FailoverBench(_) => {
-            Err(CliError::new("not yet"))
-        }
+        Command::Watch { all, interval_ms } => watch::run(&ctx()?, *all, *interval_ms).await,
+        Command::Dev(a) => dev::run(a, g).await,
+        Command::Bench(a) => bench::run(a, g).await,
+        Command::FailoverBench(a) => failover::run(a, g).await,
     }
 }
