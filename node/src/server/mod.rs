@@ -1,4 +1,8 @@
 //! The server around the core: the event loop, the client and admin services.
 
+pub mod admin_service;
 pub mod client;
+pub mod deadline;
 pub mod event;
+pub mod forward;
+pub mod kv_service;
