@@ -6,7 +6,10 @@
 //! - [`config`]: flags and environment.
 
 pub mod config;
+pub mod kv;
 pub mod raft;
 pub mod server;
+pub mod storage;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;

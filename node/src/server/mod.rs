@@ -4,5 +4,8 @@ pub mod admin_service;
 pub mod client;
 pub mod deadline;
 pub mod event;
+pub mod event_loop;
 pub mod forward;
 pub mod kv_service;
+pub mod run;
+pub mod status;
