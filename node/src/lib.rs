@@ -8,7 +8,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod kv;
 pub mod raft;
 pub mod server;
+pub mod storage;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;

@@ -1,1 +1,3 @@
-//! placeholder
+//! Test support for kuberaft: a harness of real member processes.
+
+pub mod cluster;

@@ -1,4 +1,11 @@
 //! The server around the core: the event loop, the client and admin services.
 
+pub mod admin_service;
 pub mod client;
+pub mod deadline;
 pub mod event;
+pub mod event_loop;
+pub mod forward;
+pub mod kv_service;
+pub mod run;
+pub mod status;

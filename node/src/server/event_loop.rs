@@ -1,0 +1,554 @@
+//! The event loop: the one owner of the Raft core, the log storage and the
+//! state machine. Each turn it takes every queued event, steps the core, and
+//! handles the `Ready` in Raft's order — persist (one fsync for the whole
+//! batch: group commit), send, apply, answer.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kuberaft_proto::kv as kvpb;
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::client::{ClientError, ClientRequest, ReadQuery, ReadResult, Reply, WriteResult};
+use super::event::{Event, PeerAnswer};
+use super::status::StatusBoard;
+use crate::config::NodeConfig;
+use crate::kv::{ApplyResult, StateMachine};
+use crate::raft::{
+    self, EntryKind, Index, Membership, MessageBody, NodeId, RawNode, Ready, Role, Term,
+};
+use crate::storage::Storage;
+use crate::transport::Transport;
+
+/// Most events handled in one turn before the loop persists and sends; keeps
+/// latency bounded under a flood while still batching.
+const MAX_EVENTS_PER_TURN: usize = 4096;
+
+struct PendingRead {
+    query: ReadQuery,
+    reply: Reply<(ReadResult, kvpb::ResponseHeader)>,
+}
+
+struct PendingTransfer {
+    deadline: Instant,
+    reply: Reply<(NodeId, u64)>,
+}
+
+pub struct EventLoop {
+    cfg: NodeConfig,
+    node: RawNode,
+    storage: Storage,
+    sm: StateMachine,
+    transport: Transport,
+    runtime: tokio::runtime::Handle,
+    events: mpsc::UnboundedReceiver<Event>,
+    status: StatusBoard,
+
+    /// Writes waiting to be applied: index → (term proposed in, reply).
+    pending_writes: BTreeMap<Index, (Term, Reply<(WriteResult, kvpb::ResponseHeader)>)>,
+    /// Membership changes waiting to be committed.
+    pending_changes: BTreeMap<Index, (Term, Reply<Membership>)>,
+    /// Linearizable reads waiting for their ReadIndex.
+    pending_reads: BTreeMap<u64, PendingRead>,
+    /// Reads whose ReadIndex is known, waiting for the state machine.
+    confirmed_reads: Vec<(Index, PendingRead)>,
+    next_read_ctx: u64,
+    pending_transfer: Option<PendingTransfer>,
+    /// Answers to peers, held until what they promise is on disk.
+    peer_answers: Vec<(Option<raft::Message>, oneshot::Sender<PeerAnswer>)>,
+    /// A snapshot received from the leader, waiting for the core's verdict.
+    incoming_snapshot: Option<(Index, std::path::PathBuf)>,
+    /// The membership the transport was last set up for.
+    synced_membership: Membership,
+    /// Set on SIGTERM: stop once leadership has moved, or at this instant.
+    shutdown_at: Option<Instant>,
+    /// Whether this member led when the shutdown began.
+    led_at_shutdown: bool,
+}
+
+/// What `EventLoop::new` needs besides the configuration.
+pub struct Parts {
+    pub node: RawNode,
+    pub storage: Storage,
+    pub sm: StateMachine,
+    pub transport: Transport,
+    pub runtime: tokio::runtime::Handle,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub status: watch::Sender<kuberaft_proto::admin::StatusResponse>,
+}
+
+impl EventLoop {
+    pub fn new(cfg: NodeConfig, parts: Parts) -> EventLoop {
+        let status = StatusBoard::new(&cfg, parts.status);
+        let mut el = EventLoop {
+            node: parts.node,
+            storage: parts.storage,
+            sm: parts.sm,
+            transport: parts.transport,
+            runtime: parts.runtime,
+            events: parts.events,
+            status,
+            cfg,
+            pending_writes: BTreeMap::new(),
+            pending_changes: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            confirmed_reads: Vec::new(),
+            next_read_ctx: 1,
+            pending_transfer: None,
+            peer_answers: Vec::new(),
+            incoming_snapshot: None,
+            synced_membership: Membership::default(),
+            shutdown_at: None,
+            led_at_shutdown: false,
+        };
+        el.sync_transport();
+        el
+    }
+
+    /// Runs until shutdown; an `Err` is a storage failure after which this
+    /// member must not go on (it could acknowledge what is not durable).
+    pub fn run(mut self) -> Result<(), String> {
+        loop {
+            let Some(ev) = self.events.blocking_recv() else {
+                return Ok(());
+            };
+            self.handle(ev)?;
+            for _ in 0..MAX_EVENTS_PER_TURN {
+                match self.events.try_recv() {
+                    Ok(ev) => self.handle(ev)?,
+                    Err(_) => break,
+                }
+            }
+            self.process_ready()?;
+            if self.should_stop() {
+                if self.led_at_shutdown {
+                    if self.node.role() == Role::Leader {
+                        tracing::warn!(
+                            member = self.cfg.id,
+                            term = self.node.term(),
+                            "no follower took over in time; stopping as leader"
+                        );
+                    } else {
+                        tracing::info!(
+                            member = self.cfg.id,
+                            term = self.node.term(),
+                            leader = self.node.leader_id(),
+                            "leadership handed over"
+                        );
+                    }
+                }
+                tracing::info!(member = self.cfg.id, "event loop stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    fn should_stop(&self) -> bool {
+        match self.shutdown_at {
+            None => false,
+            Some(at) => self.node.role() != Role::Leader || Instant::now() >= at,
+        }
+    }
+
+    fn leader_client_addr(&self, leader_id: NodeId) -> Option<String> {
+        if leader_id == 0 || leader_id == self.cfg.id {
+            return None;
+        }
+        self.node
+            .membership()
+            .members
+            .get(&leader_id)
+            .map(|m| m.client_addr.clone())
+    }
+
+    fn not_leader(&self) -> ClientError {
+        let leader_id = self.node.leader_id();
+        ClientError::NotLeader {
+            leader_id,
+            leader_addr: self.leader_client_addr(leader_id),
+        }
+    }
+
+    fn header(&self) -> kvpb::ResponseHeader {
+        kvpb::ResponseHeader {
+            member_id: self.cfg.id,
+            term: self.node.term(),
+            leader_id: self.node.leader_id(),
+            applied_index: self.sm.applied_index(),
+        }
+    }
+
+    // --------------------------------------------------------------- events
+
+    fn handle(&mut self, ev: Event) -> Result<(), String> {
+        match ev {
+            Event::Tick => {
+                self.node.tick();
+                self.check_transfer_deadline();
+            }
+            Event::PeerRequest { msg, reply } => self.step_request(msg, reply),
+            Event::PeerMessage(msg) => {
+                if let Err(e) = self.node.step(msg) {
+                    log_step_error(self.cfg.id, &e);
+                }
+            }
+            Event::SnapshotReceived { msg, file, reply } => {
+                let index = match &msg.body {
+                    MessageBody::InstallSnapshot { snapshot } => snapshot.last_included_index,
+                    _ => 0,
+                };
+                if let Some((_, old)) = self.incoming_snapshot.replace((index, file)) {
+                    let _ = std::fs::remove_file(old);
+                }
+                self.step_request(msg, reply);
+            }
+            Event::SnapshotSent { to, ok } => self.node.report_snapshot(to, ok),
+            Event::Client(req) => self.handle_client(req),
+            Event::Shutdown => self.begin_shutdown(),
+        }
+        Ok(())
+    }
+
+    fn step_request(&mut self, msg: raft::Message, reply: oneshot::Sender<PeerAnswer>) {
+        match self.node.step_request(msg) {
+            Ok(answer) => self.peer_answers.push((answer, reply)),
+            Err(e) => {
+                log_step_error(self.cfg.id, &e);
+                let _ = reply.send(Err(tonic::Status::failed_precondition(e.to_string())));
+            }
+        }
+    }
+
+    fn handle_client(&mut self, req: ClientRequest) {
+        match req {
+            ClientRequest::Write { command, reply } => {
+                if self.shutdown_at.is_some() {
+                    let _ = reply.send(Err(ClientError::Unavailable(
+                        "member is shutting down".into(),
+                    )));
+                    return;
+                }
+                let data = Bytes::from(command.encode_to_vec());
+                match self.node.propose(data) {
+                    Ok(index) => {
+                        self.pending_writes.insert(index, (self.node.term(), reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::from_propose(e, |id| {
+                            self.leader_client_addr(id)
+                        })));
+                    }
+                }
+            }
+            ClientRequest::Read {
+                query,
+                linearizable,
+                reply,
+            } => {
+                if !linearizable {
+                    let result = self.read(&query);
+                    let _ = reply.send(Ok((result, self.header())));
+                    return;
+                }
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.node.read_index(ctx) {
+                    Ok(()) => {
+                        self.pending_reads.insert(ctx, PendingRead { query, reply });
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(self.not_leader()));
+                    }
+                }
+            }
+            ClientRequest::ChangeMembership { change, reply } => {
+                match self.node.propose_conf_change(change) {
+                    Ok(index) => {
+                        self.pending_changes
+                            .insert(index, (self.node.term(), reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::from_propose(e, |id| {
+                            self.leader_client_addr(id)
+                        })));
+                    }
+                }
+            }
+            ClientRequest::TransferLeadership { to, reply } => {
+                if self.node.role() != Role::Leader {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return;
+                }
+                let Some(target) = to.or_else(|| self.node.most_caught_up_voter()) else {
+                    let _ = reply.send(Err(ClientError::FailedPrecondition(
+                        "there is no other voter to hand leadership to".into(),
+                    )));
+                    return;
+                };
+                match self.node.transfer_leader(target) {
+                    Ok(()) if target == self.cfg.id => {
+                        let _ = reply.send(Ok((self.cfg.id, self.node.term())));
+                    }
+                    Ok(()) => {
+                        let deadline = Instant::now() + self.election_timeout_max() * 2;
+                        if let Some(old) = self
+                            .pending_transfer
+                            .replace(PendingTransfer { deadline, reply })
+                        {
+                            let _ = old.reply.send(Err(ClientError::Unavailable(
+                                "superseded by a newer transfer request".into(),
+                            )));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::from_propose(e, |id| {
+                            self.leader_client_addr(id)
+                        })));
+                    }
+                }
+            }
+            ClientRequest::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot_now());
+            }
+        }
+    }
+
+    fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(u64::from(self.cfg.election_tick_max * self.cfg.tick_ms))
+    }
+
+    fn check_transfer_deadline(&mut self) {
+        if let Some(t) = &self.pending_transfer
+            && Instant::now() >= t.deadline
+            && let Some(t) = self.pending_transfer.take()
+        {
+            let _ = t.reply.send(Err(ClientError::Unavailable(
+                "leadership transfer did not complete in time; this member still leads".into(),
+            )));
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.shutdown_at = Some(Instant::now() + self.cfg.shutdown_transfer_timeout);
+        self.led_at_shutdown = self.node.role() == Role::Leader;
+        if self.led_at_shutdown {
+            match self.node.most_caught_up_voter() {
+                Some(to) => {
+                    tracing::info!(
+                        member = self.cfg.id,
+                        to,
+                        term = self.node.term(),
+                        "shutting down: handing leadership over"
+                    );
+                    if let Err(e) = self.node.transfer_leader(to) {
+                        tracing::warn!(member = self.cfg.id, error = %e, "cannot hand leadership over");
+                    }
+                }
+                None => tracing::info!(
+                    member = self.cfg.id,
+                    "shutting down: no other voter to hand leadership to"
+                ),
+            }
+        }
+    }
+
+    fn read(&self, query: &ReadQuery) -> ReadResult {
+        match query {
+            ReadQuery::Get { key } => ReadResult::Get(self.sm.get(key)),
+            ReadQuery::Scan {
+                prefix,
+                start_after,
+                limit,
+            } => {
+                let (kvs, more) = self.sm.scan(prefix, start_after, *limit);
+                ReadResult::Scan { kvs, more }
+            }
+        }
+    }
+
+    fn snapshot_now(&mut self) -> Result<kuberaft_proto::admin::SnapshotResponse, ClientError> {
+        Err(ClientError::Unavailable(
+            "snapshots are not implemented yet".into(),
+        ))
+    }
+
+    // ---------------------------------------------------------------- ready
+
+    fn process_ready(&mut self) -> Result<(), String> {
+        while self.node.has_ready() {
+            let rd = self.node.ready();
+            self.persist(&rd)?;
+            // What the answers promise is durable now.
+            let term = self.node.term();
+            for (answer, reply) in self.peer_answers.drain(..) {
+                let _ = reply.send(Ok((answer, term)));
+            }
+            self.send(rd.messages);
+            self.apply(&rd.committed_entries)?;
+            for rs in rd.read_states {
+                if let Some(read) = self.pending_reads.remove(&rs.ctx) {
+                    self.confirmed_reads.push((rs.index, read));
+                }
+            }
+            self.answer_reads();
+            if let Some(soft) = rd.soft_state {
+                self.on_soft_state(soft);
+            }
+            self.node.advance();
+            self.sync_transport();
+        }
+        let term = self.node.term();
+        for (answer, reply) in self.peer_answers.drain(..) {
+            let _ = reply.send(Ok((answer, term)));
+        }
+        self.status
+            .publish(&self.node, self.sm.applied_index(), false);
+        Ok(())
+    }
+
+    fn persist(&mut self, rd: &Ready) -> Result<(), String> {
+        if let Some(meta) = &rd.snapshot {
+            self.install_snapshot(meta)?;
+        }
+        self.storage
+            .persist(rd.hard_state.as_ref(), &rd.entries, rd.must_sync())
+            .map_err(|e| format!("cannot persist the log: {e}"))
+    }
+
+    fn install_snapshot(&mut self, meta: &raft::SnapshotMeta) -> Result<(), String> {
+        Err(format!(
+            "received snapshot {} but snapshots are not implemented yet",
+            meta.last_included_index
+        ))
+    }
+
+    fn send(&mut self, messages: Vec<raft::Message>) {
+        for m in messages {
+            if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+                tracing::warn!(
+                    member = self.cfg.id,
+                    to = m.to,
+                    "a follower needs a snapshot, which is not implemented yet"
+                );
+                continue;
+            }
+            self.transport.send(m);
+        }
+    }
+
+    fn apply(&mut self, entries: &[raft::Entry]) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let results = self
+            .sm
+            .apply(entries)
+            .map_err(|e| format!("cannot apply committed entries: {e}"))?;
+        let mut results: BTreeMap<Index, ApplyResult> = results.into_iter().collect();
+        for e in entries {
+            if matches!(e.kind, EntryKind::ConfChange(_)) {
+                if let Some((term, reply)) = self.pending_changes.remove(&e.index) {
+                    let answer = if term == e.term {
+                        Ok(self.node.membership().clone())
+                    } else {
+                        Err(lost_to_new_leader())
+                    };
+                    let _ = reply.send(answer);
+                }
+                continue;
+            }
+            let Some((term, reply)) = self.pending_writes.remove(&e.index) else {
+                continue;
+            };
+            if term != e.term {
+                let _ = reply.send(Err(lost_to_new_leader()));
+                continue;
+            }
+            let answer = match results.remove(&e.index) {
+                Some(r) => Ok((write_result(e.index, r), self.header())),
+                None => Err(ClientError::Internal(format!(
+                    "entry {} was applied without a result",
+                    e.index
+                ))),
+            };
+            let _ = reply.send(answer);
+        }
+        Ok(())
+    }
+
+    fn answer_reads(&mut self) {
+        if self.confirmed_reads.is_empty() {
+            return;
+        }
+        let applied = self.sm.applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.confirmed_reads = waiting;
+        for (_, read) in ready {
+            let result = self.read(&read.query);
+            let _ = read.reply.send(Ok((result, self.header())));
+        }
+    }
+
+    fn on_soft_state(&mut self, soft: raft::SoftState) {
+        tracing::info!(
+            member = self.cfg.id,
+            term = self.node.term(),
+            role = soft.role.as_str(),
+            leader = soft.leader_id,
+            "role or leader changed"
+        );
+        if soft.role != Role::Leader {
+            // ReadIndex rounds of a leader that stepped down can never finish.
+            for (_, read) in std::mem::take(&mut self.pending_reads) {
+                let _ = read.reply.send(Err(ClientError::Unavailable(
+                    "leadership changed during the read; retry".into(),
+                )));
+            }
+            if let Some(t) = self.pending_transfer.take() {
+                let _ = t.reply.send(Ok((soft.leader_id, self.node.term())));
+            }
+        }
+        self.status
+            .publish(&self.node, self.sm.applied_index(), true);
+    }
+
+    fn sync_transport(&mut self) {
+        if self.node.membership() != &self.synced_membership {
+            self.synced_membership = self.node.membership().clone();
+            self.transport.sync(&self.synced_membership, &self.runtime);
+        }
+    }
+}
+
+fn lost_to_new_leader() -> ClientError {
+    ClientError::Unavailable(
+        "leadership changed before the request committed; it was not applied; retry".into(),
+    )
+}
+
+fn write_result(index: Index, r: ApplyResult) -> WriteResult {
+    match r {
+        ApplyResult::Put => WriteResult::Put { index },
+        ApplyResult::Delete { existed } => WriteResult::Delete { index, existed },
+        ApplyResult::CompareAndSwap { succeeded, current } => WriteResult::CompareAndSwap {
+            index,
+            succeeded,
+            current,
+        },
+    }
+}
+
+fn log_step_error(member: NodeId, e: &raft::StepError) {
+    if e.is_routine() {
+        tracing::debug!(member, error = %e, "message dropped");
+    } else {
+        tracing::warn!(member, error = %e, "message dropped");
+    }
+}

@@ -1,0 +1,143 @@
+//! Forwarding to the leader: a follower sends writes and linearizable reads
+//! on to the leader's client port, once, marked so they are not forwarded
+//! again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kuberaft_proto::admin as adminpb;
+use kuberaft_proto::admin::admin_client::AdminClient;
+use kuberaft_proto::kv as pb;
+use kuberaft_proto::kv::kv_client::KvClient;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use super::client::WriteResult;
+use super::deadline::{Deadline, FORWARDED};
+use crate::transport::channel::lazy_channel;
+use crate::transport::peer::MAX_MESSAGE_BYTES;
+
+/// Channels to leaders' client ports, kept while the leader stays the same.
+#[derive(Clone, Default)]
+pub struct Forwarder {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+fn forwarded<T>(msg: T, deadline: Deadline) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.set_timeout(deadline.remaining());
+    r.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    r
+}
+
+impl Forwarder {
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut map = self
+            .channels
+            .lock()
+            .map_err(|_| Status::internal("forwarder lock poisoned"))?;
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = lazy_channel(addr).map_err(Status::internal)?;
+        // Few leaders come and go; forget old ones so the map stays small.
+        if map.len() > 16 {
+            map.clear();
+        }
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, Status> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+
+    pub async fn forward_write(
+        &self,
+        addr: &str,
+        command: pb::Command,
+        deadline: Deadline,
+    ) -> Result<(WriteResult, pb::ResponseHeader), Status> {
+        let mut kv = self.kv(addr)?;
+        match command.op {
+            Some(pb::command::Op::Put(r)) => {
+                let resp = kv.put(forwarded(r, deadline)).await?.into_inner();
+                Ok((
+                    WriteResult::Put { index: resp.index },
+                    resp.header.unwrap_or_default(),
+                ))
+            }
+            Some(pb::command::Op::Delete(r)) => {
+                let resp = kv.delete(forwarded(r, deadline)).await?.into_inner();
+                Ok((
+                    WriteResult::Delete {
+                        index: resp.index,
+                        existed: resp.deleted,
+                    },
+                    resp.header.unwrap_or_default(),
+                ))
+            }
+            Some(pb::command::Op::CompareAndSwap(r)) => {
+                // A failed swap comes back as FAILED_PRECONDITION and is passed on as is.
+                let resp = kv
+                    .compare_and_swap(forwarded(r, deadline))
+                    .await?
+                    .into_inner();
+                Ok((
+                    WriteResult::CompareAndSwap {
+                        index: resp.index,
+                        succeeded: resp.succeeded,
+                        current: resp.current_value.map(Into::into),
+                    },
+                    resp.header.unwrap_or_default(),
+                ))
+            }
+            None => Err(Status::invalid_argument("empty command")),
+        }
+    }
+
+    pub async fn forward_get(
+        &self,
+        addr: &str,
+        r: pb::GetRequest,
+        deadline: Deadline,
+    ) -> Result<pb::GetResponse, Status> {
+        Ok(self
+            .kv(addr)?
+            .get(forwarded(r, deadline))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn forward_scan(
+        &self,
+        addr: &str,
+        r: pb::ScanRequest,
+        deadline: Deadline,
+    ) -> Result<pb::ScanResponse, Status> {
+        Ok(self
+            .kv(addr)?
+            .scan(forwarded(r, deadline))
+            .await?
+            .into_inner())
+    }
+
+    pub fn forwarded_admin<T>(msg: T, deadline: Deadline) -> Request<T> {
+        forwarded(msg, deadline)
+    }
+
+    pub async fn status(&self, addr: &str) -> Result<adminpb::StatusResponse, Status> {
+        Ok(self
+            .admin(addr)?
+            .status(adminpb::StatusRequest {})
+            .await?
+            .into_inner())
+    }
+}

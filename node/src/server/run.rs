@@ -1,0 +1,216 @@
+//! Starting and stopping a member: storage, core, event loop thread, the peer
+//! and client gRPC servers, and the SIGTERM handover.
+
+use std::time::Duration;
+
+use kuberaft_proto::admin as adminpb;
+use kuberaft_proto::admin::admin_server::AdminServer;
+use kuberaft_proto::kv::kv_server::KvServer;
+use kuberaft_proto::raft::raft_server::RaftServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use super::admin_service::AdminService;
+use super::event::Event;
+use super::event_loop::{EventLoop, Parts};
+use super::forward::Forwarder;
+use super::kv_service::KvService;
+use crate::config::NodeConfig;
+use crate::kv::StateMachine;
+use crate::raft::{self, RawNode, SnapshotMeta};
+use crate::storage::Storage;
+use crate::transport::Transport;
+use crate::transport::peer::{MAX_MESSAGE_BYTES, PeerContext};
+use crate::transport::service::PeerService;
+
+/// Runs a member until SIGTERM or SIGINT. An `Err` is one line for the user.
+pub async fn run(cfg: NodeConfig) -> Result<(), String> {
+    let (storage, restored) = Storage::open_fresh(SnapshotMeta {
+        membership: cfg.initial_membership.clone(),
+        ..Default::default()
+    });
+    if restored.snapshot.membership.members.is_empty() {
+        tracing::info!(
+            member = cfg.id,
+            "not among the initial members: waiting to be added (AddMember)"
+        );
+    }
+    let sm = StateMachine::default();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let raft_cfg = raft::Config {
+        election_tick_min: cfg.election_tick_min,
+        election_tick_max: cfg.election_tick_max,
+        heartbeat_tick: cfg.heartbeat_tick,
+        ..raft::Config::with_tick_ms(cfg.id, cfg.tick_ms, seed)
+    };
+    let node =
+        RawNode::new(raft_cfg, restored).map_err(|e| format!("cannot start the Raft core: {e}"))?;
+
+    let peer_listener = TcpListener::bind(cfg.peer_listen)
+        .await
+        .map_err(|e| format!("cannot listen on --peer-listen {}: {e}", cfg.peer_listen))?;
+    let client_listener = TcpListener::bind(cfg.client_listen).await.map_err(|e| {
+        format!(
+            "cannot listen on --client-listen {}: {e}",
+            cfg.client_listen
+        )
+    })?;
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(adminpb::StatusResponse::default());
+    let transport = Transport::new(PeerContext {
+        cluster: cfg.cluster.clone(),
+        me: cfg.id,
+        events: events_tx.clone(),
+    });
+    let event_loop = EventLoop::new(
+        cfg.clone(),
+        Parts {
+            node,
+            storage,
+            sm,
+            transport,
+            runtime: tokio::runtime::Handle::current(),
+            events: events_rx,
+            status: status_tx,
+        },
+    );
+    let (loop_done_tx, mut loop_done) = watch::channel(None::<Result<(), String>>);
+    std::thread::Builder::new()
+        .name("raft-event-loop".into())
+        .spawn(move || {
+            let result = event_loop.run();
+            let _ = loop_done_tx.send(Some(result));
+        })
+        .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
+
+    // The core's clock.
+    let ticker_events = events_tx.clone();
+    let tick = Duration::from_millis(u64::from(cfg.tick_ms));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            if ticker_events.send(Event::Tick).is_err() {
+                return;
+            }
+        }
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let forwarder = Forwarder::default();
+    let peer_service = PeerService {
+        cluster: cfg.cluster.clone(),
+        me: cfg.id,
+        events: events_tx.clone(),
+        incoming_dir: cfg.data_dir.join("snapshots").join("incoming"),
+    };
+    let mut stop = stop_rx.clone();
+    let peer_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .add_service(
+                RaftServer::new(peer_service)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }),
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let mut health_status = status_rx.clone();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let serving = health_status.borrow_and_update().serving;
+            if last != Some(serving) {
+                let s = if serving {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set_service_status("", s).await;
+                health.set_service_status("kuberaft.kv.v1.KV", s).await;
+                last = Some(serving);
+            }
+            if health_status.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kuberaft_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
+    let kv_service = KvService {
+        events: events_tx.clone(),
+        forwarder: forwarder.clone(),
+    };
+    let admin_service = AdminService {
+        events: events_tx.clone(),
+        status: status_rx.clone(),
+        forwarder,
+    };
+    let mut stop = stop_rx.clone();
+    let client_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                KvServer::new(kv_service)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(AdminServer::new(admin_service))
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }),
+    );
+    tracing::info!(
+        member = cfg.id,
+        name = %cfg.name,
+        cluster = %cfg.cluster,
+        peer = %cfg.peer_listen,
+        client = %cfg.client_listen,
+        "member started"
+    );
+
+    // Wait for a signal or for the event loop to stop by itself (a storage
+    // failure).
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!(member = cfg.id, "SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(member = cfg.id, "interrupted: stopping"),
+        _ = loop_done.changed() => {}
+    }
+    let _ = events_tx.send(Event::Shutdown);
+    let result = loop {
+        if let Some(r) = loop_done.borrow_and_update().clone() {
+            break r;
+        }
+        if loop_done.changed().await.is_err() {
+            break Err("the event loop ended unexpectedly".to_string());
+        }
+    };
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(2);
+    let _ = tokio::time::timeout(grace, peer_server).await;
+    let _ = tokio::time::timeout(grace, client_server).await;
+    result
+}

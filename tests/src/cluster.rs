@@ -1,0 +1,341 @@
+//! A cluster of real `kuberaft-node` processes on 127.0.0.1 for tests: start,
+//! kill, pause, restart members, and talk to them over gRPC. Every process
+//! is killed when the `Cluster` is dropped, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kuberaft_proto::admin::admin_client::AdminClient;
+use kuberaft_proto::admin::{self as adminpb};
+use kuberaft_proto::kv::kv_client::KvClient;
+use tonic::transport::Channel;
+
+/// The `kuberaft-node` binary of the profile these tests were built with,
+/// built on first use (`cargo test` builds only test targets of other
+/// packages, not their binaries).
+pub fn node_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_binary("kuberaft-node")).clone()
+}
+
+/// Builds a binary of the workspace with the test's own profile.
+pub fn build_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--quiet", "-p", "kuberaft-node", "--bin", name])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build of {name} failed");
+    let bin = profile_dir.join(name);
+    assert!(bin.exists(), "{} was not built", bin.display());
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_port: u16,
+    pub client_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    /// Extra flags this member was started with.
+    pub extra_args: Vec<String>,
+}
+
+impl Member {
+    pub fn client_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub members: Vec<Member>,
+    /// Holds every data dir and log; removed on drop.
+    pub dir: tempfile::TempDir,
+    initial_members: String,
+}
+
+impl Cluster {
+    /// Starts `n` members that bootstrap a cluster together.
+    pub fn start(n: u64) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    pub fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let members: Vec<Member> = (1..=n)
+            .map(|id| Member {
+                id,
+                name: format!("node-{id}"),
+                peer_port: free_port(),
+                client_port: free_port(),
+                data_dir: dir.path().join(format!("data-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+                child: None,
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect();
+        let initial_members = members
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}={}@127.0.0.1:{}/{}",
+                    m.id, m.name, m.peer_port, m.client_port
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            name: "test".into(),
+            members,
+            dir,
+            initial_members,
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    pub fn member(&mut self, id: u64) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    /// The command line of member `id`, for tests that start it themselves.
+    pub fn command(&mut self, id: u64) -> Command {
+        let bin = node_binary();
+        let initial = self.initial_members.clone();
+        let cluster = self.name.clone();
+        let m = self.member(id);
+        let mut cmd = Command::new(bin);
+        cmd.arg("--cluster")
+            .arg(&cluster)
+            .arg("--id")
+            .arg(m.id.to_string())
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .arg("--peer-listen")
+            .arg(format!("127.0.0.1:{}", m.peer_port))
+            .arg("--client-listen")
+            .arg(format!("127.0.0.1:{}", m.client_port))
+            .arg("--initial-members")
+            .arg(initial)
+            .args(&m.extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("KUBERAFT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        cmd
+    }
+
+    /// (Re)starts member `id` with its data dir; output goes to its log.
+    pub fn spawn(&mut self, id: u64) {
+        let mut cmd = self.command(id);
+        let m = self.member(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("open member log");
+        let err = log.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn kuberaft-node");
+        m.child = Some(child);
+    }
+
+    pub fn signal(&mut self, id: u64, sig: i32) {
+        if let Some(pid) = self.member(id).pid() {
+            // SAFETY: kill(2) with a pid of a child we own.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// SIGKILL: the member dies without a chance to hand anything over.
+    pub fn kill(&mut self, id: u64) {
+        let m = self.member(id);
+        if let Some(mut c) = m.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the member to exit; returns its exit status.
+    pub fn terminate(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(id, libc::SIGTERM);
+        let m = self.member(id);
+        let mut c = m.child.take()?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if start.elapsed() > timeout {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pause(&mut self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    pub fn log_of(&mut self, id: u64) -> String {
+        std::fs::read_to_string(&self.member(id).log).unwrap_or_default()
+    }
+
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_addr()).collect()
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// Prints every member's log; call when a test is about to fail.
+    pub fn dump_logs(&mut self) {
+        for id in self.ids() {
+            eprintln!("===== log of member {id} =====\n{}", self.log_of(id));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                if let Some(pid) = Some(c.id() as i32) {
+                    // A paused process must be resumed to die promptly.
+                    unsafe {
+                        libc::kill(pid, libc::SIGCONT);
+                    }
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for m in &self.members {
+                if let Ok(log) = std::fs::read_to_string(&m.log) {
+                    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                    eprintln!(
+                        "===== last lines of member {} =====\n{}",
+                        m.id,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A channel to `addr` that fails fast when nobody listens.
+pub async fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+pub async fn kv(addr: &str) -> KvClient<Channel> {
+    KvClient::new(channel(addr).await)
+}
+
+pub async fn admin(addr: &str) -> AdminClient<Channel> {
+    AdminClient::new(channel(addr).await)
+}
+
+/// Status of the member at `addr`, or None if it does not answer.
+pub async fn status(addr: &str) -> Option<adminpb::StatusResponse> {
+    let mut a = admin(addr).await;
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        a.status(adminpb::StatusRequest {}),
+    )
+    .await
+    .ok()?
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+/// Waits until every given member that answers agrees on one leader of one
+/// term, and that leader says so itself; returns (leader id, term).
+pub async fn wait_for_leader(addrs: &[String], timeout: Duration) -> (u64, u64) {
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for a in addrs {
+            if let Some(s) = status(a).await {
+                seen.push(s);
+            }
+        }
+        let leaders: Vec<_> = seen
+            .iter()
+            .filter(|s| s.role == adminpb::Role::Leader as i32)
+            .collect();
+        if leaders.len() == 1 {
+            let (id, term) = (leaders[0].member_id, leaders[0].term);
+            if seen.iter().all(|s| s.leader_id == id && s.term == term) {
+                return (id, term);
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "no single leader within {timeout:?}; saw {:?}",
+            seen.iter()
+                .map(|s| (s.member_id, s.role, s.term, s.leader_id))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
