@@ -199,8 +199,11 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
             _ = tick.tick() => {
                 for i in cluster.reap() {
                     let mut p = cluster.members[i].process.clone();
+                    // A member that exits with an error by itself: say why.
                     if !stopping.remove(&i)
-                        && let (Process::Exited { how }, Some(last)) = (&mut p, cluster.members[i].last_log_line())
+                        && let Process::Exited { how } = &mut p
+                        && how.starts_with("exited with code")
+                        && let Some(last) = cluster.members[i].last_log_line()
                     {
                         how.push_str(&format!(": {last}"));
                     }
