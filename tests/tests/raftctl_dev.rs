@@ -89,7 +89,7 @@ impl Dev {
             let out = self.output();
             if let Some(line) = out.lines().find(|l| l.starts_with("Kill a member")) {
                 return line
-                    .split(|c: char| c == ' ' || c == '(' || c == ')')
+                    .split([' ', '(', ')'])
                     .filter_map(|w| w.split_once('='))
                     .filter_map(|(_, pid)| pid.parse().ok())
                     .collect();
