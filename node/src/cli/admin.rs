@@ -209,9 +209,32 @@ pub async fn transfer_leader(ctx: &Ctx, to: Option<u64>) -> Result<(), CliError>
                 .into_inner())
         })
         .await?;
+    // The answer may come before the new leader is known: ask the members.
+    let (mut leader_id, mut term, mut name) = (r.leader_id, r.term, String::new());
+    let deadline = tokio::time::Instant::now() + ctx.client.command_timeout;
+    while tokio::time::Instant::now() < deadline {
+        let views = members::survey(&ctx.client, true).await;
+        if let Some(l) = members::leader_of(&views)
+            && l.term >= r.term
+            && (leader_id == 0 || l.member_id == leader_id)
+        {
+            (leader_id, term, name) = (l.member_id, l.term, l.name.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if leader_id == 0 {
+        return Err(CliError::new(format!(
+            "the transfer started (term {}) but no new leader was seen within {}; check with `raftctl status`",
+            r.term,
+            super::error::humanize(ctx.client.command_timeout)
+        )));
+    }
     match ctx.format {
-        OutputFormat::Json => print_json(&json!({"leader_id": r.leader_id, "term": r.term})),
-        OutputFormat::Table => println!("leader is now member {} (term {})", r.leader_id, r.term),
+        OutputFormat::Json => {
+            print_json(&json!({"leader_id": leader_id, "leader_name": name, "term": term}))
+        }
+        OutputFormat::Table => println!("leader is now {leader_id} {name} (term {term})"),
     }
     Ok(())
 }

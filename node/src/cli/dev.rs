@@ -148,7 +148,7 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
     let mut dirty = true;
     // Members raftctl stopped on purpose: their exit is not news to explain.
     let mut stopping: HashSet<usize> = HashSet::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut said: Vec<String> = Vec::new();
 
     let reason = loop {

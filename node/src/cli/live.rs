@@ -20,7 +20,7 @@ use super::members::role_name;
 use super::output::Table;
 
 /// How many recent events the terminal view keeps on screen.
-pub const EVENTS_SHOWN: usize = 10;
+pub const EVENTS_SHOWN: usize = 12;
 
 #[derive(Clone, Debug)]
 pub struct MemberRow {
@@ -155,7 +155,7 @@ impl View {
                     out.push(match new.role() {
                         Role::Leader => format!("{name} won the election: leader of term {}", new.term),
                         Role::Candidate => format!(
-                            "{name} timed out: candidate in term {}, votes for itself and asks the others",
+                            "{name} is a candidate in term {}: votes for itself and asks the others",
                             new.term
                         ),
                         Role::PreCandidate => format!(
@@ -449,7 +449,7 @@ mod tests {
                 "dev-1 is up: follower in term 1",
                 "dev-2 is up: follower in term 1",
                 "dev-1 timed out: pre-candidate, asking whether it could win term 2",
-                "dev-1 timed out: candidate in term 2, votes for itself and asks the others",
+                "dev-1 is a candidate in term 2: votes for itself and asks the others",
                 "dev-0 saw term 2 and follows it",
                 "dev-0 voted for dev-1 in term 2",
                 "dev-1 won the election: leader of term 2",
