@@ -112,16 +112,7 @@ fn tidy(io_error: &str) -> String {
 pub fn from_status(status: &Status, endpoint: &str, effect: Effect, timeout: Duration) -> CliError {
     let msg = status.message();
     match status.code() {
-        Code::Unavailable => {
-            let what = if msg.is_empty() {
-                format!("member {endpoint} is unavailable")
-            } else {
-                msg.to_string()
-            };
-            CliError::new(format!(
-                "{what} (answered by {endpoint}); retry in a moment"
-            ))
-        }
+        Code::Unavailable => unavailable(msg, endpoint, None),
         Code::InvalidArgument => CliError::usage(format!("invalid request: {msg}")),
         Code::DeadlineExceeded => deadline_exceeded(effect, timeout),
         Code::FailedPrecondition => CliError::new(format!("refused by {endpoint}: {msg}")),
@@ -131,6 +122,26 @@ pub fn from_status(status: &Status, endpoint: &str, effect: Effect, timeout: Dur
         )),
         code => CliError::new(format!("{endpoint} answered {}: {msg}", code_name(code))),
     }
+}
+
+/// A member answered UNAVAILABLE (no leader, usually); `context` says more,
+/// e.g. how many members are unreachable.
+pub fn unavailable(msg: &str, endpoint: &str, context: Option<&str>) -> CliError {
+    let what = if msg.is_empty() {
+        format!("member {endpoint} is unavailable")
+    } else {
+        msg.to_string()
+    };
+    let context = match context {
+        Some(c) => format!("{c}; answered by {endpoint}"),
+        None => format!("answered by {endpoint}"),
+    };
+    let retry = if what.contains("retry") {
+        ""
+    } else {
+        "; retry in a moment"
+    };
+    CliError::new(format!("{what} ({context}){retry}"))
 }
 
 /// No answer in time.
@@ -223,6 +234,15 @@ mod tests {
         assert_eq!(
             e.message,
             "no leader: this member has not heard from a leader (answered by h:1); retry in a moment"
+        );
+        let e = unavailable(
+            "no leader; retry shortly",
+            "h:1",
+            Some("2 of 3 members unreachable"),
+        );
+        assert_eq!(
+            e.message,
+            "no leader; retry shortly (2 of 3 members unreachable; answered by h:1)"
         );
         let e = from_status(
             &Status::invalid_argument("key is empty"),

@@ -10,26 +10,21 @@ use tonic::Code;
 use super::Ctx;
 use super::args::OutputFormat;
 use super::client::{CallError, request};
-use super::error::{CliError, Effect};
+use super::error::{self, CliError, Effect};
 use super::members;
 use super::output::{Table, print_json};
 
 /// Turns a failed call into one line; a missing leader is explained with how
 /// many members could not be reached.
 async fn explain(ctx: &Ctx, e: CallError, effect: Effect) -> CliError {
-    let no_leader =
-        matches!(&e, CallError::Answered { status, .. } if status.code() == Code::Unavailable);
-    let mut err = e.into_cli(effect, ctx.client.command_timeout);
-    if no_leader {
+    if let CallError::Answered { endpoint, status } = &e
+        && status.code() == Code::Unavailable
+    {
         let views = members::survey(&ctx.client, true).await;
-        if let Some(summary) = members::unreachable_summary(&views) {
-            err.message = err.message.replace(
-                "; retry in a moment",
-                &format!(" ({summary}); retry in a moment"),
-            );
-        }
+        let summary = members::unreachable_summary(&views);
+        return error::unavailable(status.message(), endpoint, summary.as_deref());
     }
-    err
+    e.into_cli(effect, ctx.client.command_timeout)
 }
 
 fn header_json(h: &Option<kv::ResponseHeader>) -> Value {
