@@ -204,3 +204,59 @@ fn member_status_json(m: &admin::MemberStatus) -> serde_json::Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_uses_the_names_of_the_paper_and_the_proto() {
+        let s = StatusResponse {
+            member_id: 2,
+            name: "dev-1".into(),
+            role: Role::Leader as i32,
+            term: 7,
+            leader_id: 2,
+            commit_index: 40,
+            members: vec![admin::MemberStatus {
+                member: Some(raft::Member {
+                    id: 3,
+                    name: "dev-2".into(),
+                    suffrage: raft::Suffrage::Learner as i32,
+                    ..Default::default()
+                }),
+                match_index: 39,
+                next_index: 40,
+                replication_state: "replicate".into(),
+                recent_active: true,
+            }],
+            ..Default::default()
+        };
+        let v = status_json(&s);
+        assert_eq!(v["role"], "leader");
+        assert_eq!(v["term"], 7);
+        assert_eq!(v["leader_id"], 2);
+        assert_eq!(v["commit_index"], 40);
+        assert_eq!(v["members"][0]["match_index"], 39);
+        assert_eq!(v["members"][0]["suffrage"], "learner");
+        assert_eq!(v["members"][0]["replication_state"], "replicate");
+    }
+
+    #[test]
+    fn unreachable_members_are_counted() {
+        let view = |ok: bool| MemberView {
+            addr: "h:1".into(),
+            member: None,
+            status: if ok {
+                Ok(StatusResponse::default())
+            } else {
+                Err("unreachable".into())
+            },
+        };
+        assert_eq!(
+            unreachable_summary(&[view(true), view(false), view(false)]).as_deref(),
+            Some("2 of 3 members unreachable")
+        );
+        assert_eq!(unreachable_summary(&[view(true)]), None);
+    }
+}
