@@ -140,8 +140,9 @@ pub async fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<(), CliError> 
     let table = global.format() == OutputFormat::Table;
     if table {
         eprintln!(
-            "raftctl bench: {what}, {} clients, {}-byte values, {} keys, {} s after {} s of warm-up; {target_desc}, {} connection(s)",
+            "raftctl bench: {what}, {} client{}, {}-byte values, {} keys, {} s after {} s of warm-up; {target_desc}, {} connection(s)",
             args.clients,
+            if args.clients == 1 { "" } else { "s" },
             args.value_size,
             thousands(args.keys),
             args.seconds,
