@@ -40,6 +40,10 @@ pub struct NodeArgs {
     #[arg(long, env = "KUBERAFT_CLIENT_LISTEN", default_value = "0.0.0.0:7001")]
     pub client_listen: SocketAddr,
 
+    /// Address for HTTP: Prometheus /metrics, /livez and /readyz.
+    #[arg(long, env = "KUBERAFT_HTTP_LISTEN", default_value = "0.0.0.0:7002")]
+    pub http_listen: SocketAddr,
+
     /// The members that bootstrap a new cluster, comma-separated
     /// `ID=NAME@HOST:PEER_PORT/CLIENT_PORT`, e.g.
     /// `1=demo-0@demo-0.demo-peers:7000/7001,2=demo-1@demo-1.demo-peers:7000/7001`.
@@ -91,6 +95,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub peer_listen: SocketAddr,
     pub client_listen: SocketAddr,
+    pub http_listen: SocketAddr,
     /// Empty when this member is not among the initial members (join mode).
     pub initial_membership: Membership,
     /// Milliseconds per tick of the Raft core.
@@ -159,6 +164,7 @@ impl NodeArgs {
             data_dir: self.data_dir.clone(),
             peer_listen: self.peer_listen,
             client_listen: self.client_listen,
+            http_listen: self.http_listen,
             initial_membership,
             tick_ms,
             election_tick_min: min / tick_ms,

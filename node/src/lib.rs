@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod kv;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod storage;

@@ -16,6 +16,7 @@ use super::event::{Event, PeerAnswer};
 use super::status::StatusBoard;
 use crate::config::NodeConfig;
 use crate::kv::{ApplyResult, StateMachine};
+use crate::metrics::Metrics;
 use crate::raft::{
     self, EntryKind, Index, Membership, MessageBody, NodeId, RawNode, Ready, Role, Term,
 };
@@ -45,6 +46,7 @@ pub struct EventLoop {
     runtime: tokio::runtime::Handle,
     events: mpsc::UnboundedReceiver<Event>,
     status: StatusBoard,
+    metrics: Metrics,
 
     /// Writes waiting to be applied: index → (term proposed in, reply).
     pending_writes: BTreeMap<Index, (Term, Reply<(WriteResult, kvpb::ResponseHeader)>)>,
@@ -77,11 +79,12 @@ pub struct Parts {
     pub runtime: tokio::runtime::Handle,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub status: watch::Sender<kuberaft_proto::admin::StatusResponse>,
+    pub metrics: Metrics,
 }
 
 impl EventLoop {
     pub fn new(cfg: NodeConfig, parts: Parts) -> EventLoop {
-        let status = StatusBoard::new(&cfg, parts.status);
+        let status = StatusBoard::new(&cfg, parts.status, parts.metrics.clone());
         let mut el = EventLoop {
             node: parts.node,
             storage: parts.storage,
@@ -90,6 +93,7 @@ impl EventLoop {
             runtime: parts.runtime,
             events: parts.events,
             status,
+            metrics: parts.metrics,
             cfg,
             pending_writes: BTreeMap::new(),
             pending_changes: BTreeMap::new(),
@@ -415,9 +419,16 @@ impl EventLoop {
         if let Some(meta) = &rd.snapshot {
             self.install_snapshot(meta)?;
         }
+        let started = Instant::now();
         self.storage
             .persist(rd.hard_state.as_ref(), &rd.entries, rd.must_sync())
-            .map_err(|e| format!("cannot persist the log: {e}"))
+            .map_err(|e| format!("cannot persist the log: {e}"))?;
+        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+            self.metrics
+                .append_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     fn install_snapshot(&mut self, meta: &raft::SnapshotMeta) -> Result<(), String> {
@@ -445,10 +456,14 @@ impl EventLoop {
         if entries.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let results = self
             .sm
             .apply(entries)
             .map_err(|e| format!("cannot apply committed entries: {e}"))?;
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         let mut results: BTreeMap<Index, ApplyResult> = results.into_iter().collect();
         for e in entries {
             if matches!(e.kind, EntryKind::ConfChange(_)) {
@@ -466,9 +481,11 @@ impl EventLoop {
                 continue;
             };
             if term != e.term {
+                self.metrics.proposals_failed.inc();
                 let _ = reply.send(Err(lost_to_new_leader()));
                 continue;
             }
+            self.metrics.proposals_committed.inc();
             let answer = match results.remove(&e.index) {
                 Some(r) => Ok((write_result(e.index, r), self.header())),
                 None => Err(ClientError::Internal(format!(

@@ -19,6 +19,7 @@ use super::forward::Forwarder;
 use super::kv_service::KvService;
 use crate::config::NodeConfig;
 use crate::kv::StateMachine;
+use crate::metrics::Metrics;
 use crate::raft::{self, RawNode, SnapshotMeta};
 use crate::storage::Storage;
 use crate::transport::Transport;
@@ -61,12 +62,18 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         )
     })?;
 
+    let http_listener = TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|e| format!("cannot listen on --http-listen {}: {e}", cfg.http_listen))?;
+    let metrics = Metrics::new();
+
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(adminpb::StatusResponse::default());
     let transport = Transport::new(PeerContext {
         cluster: cfg.cluster.clone(),
         me: cfg.id,
         events: events_tx.clone(),
+        metrics: metrics.clone(),
     });
     let event_loop = EventLoop::new(
         cfg.clone(),
@@ -78,6 +85,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             runtime: tokio::runtime::Handle::current(),
             events: events_rx,
             status: status_tx,
+            metrics: metrics.clone(),
         },
     );
     let (loop_done_tx, mut loop_done) = watch::channel(None::<Result<(), String>>);
@@ -181,12 +189,18 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
                 let _ = stop.wait_for(|s| *s).await;
             }),
     );
+    let http = tokio::spawn(super::http::serve(
+        http_listener,
+        super::http::router(metrics.clone(), status_rx.clone()),
+        stop_rx.clone(),
+    ));
     tracing::info!(
         member = cfg.id,
         name = %cfg.name,
         cluster = %cfg.cluster,
         peer = %cfg.peer_listen,
         client = %cfg.client_listen,
+        http = %cfg.http_listen,
         "member started"
     );
 
@@ -212,5 +226,6 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let grace = Duration::from_secs(2);
     let _ = tokio::time::timeout(grace, peer_server).await;
     let _ = tokio::time::timeout(grace, client_server).await;
+    let _ = tokio::time::timeout(grace, http).await;
     result
 }

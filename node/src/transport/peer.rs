@@ -40,6 +40,7 @@ pub struct PeerContext {
     pub cluster: String,
     pub me: NodeId,
     pub events: mpsc::UnboundedSender<Event>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn client_for(channel: Channel) -> RaftClient<Channel> {
@@ -174,6 +175,14 @@ async fn run_pipeline(
             }
         };
         backoff = Duration::from_millis(10);
+        let connected = ctx
+            .metrics
+            .peer_connected
+            .get_or_create(&crate::metrics::PeerLabels {
+                peer: peer.to_string(),
+            })
+            .clone();
+        connected.set(1);
         loop {
             tokio::select! {
                 req = rx.recv() => match req {
@@ -199,6 +208,7 @@ async fn run_pipeline(
                 },
             }
         }
+        connected.set(0);
         drain_for(&mut rx, backoff).await;
     }
 }
