@@ -1,1 +1,5 @@
+pub mod disk;
+pub mod kv;
 pub mod raft;
+pub mod storage;
+pub mod wire;
