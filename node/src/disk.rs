@@ -2,6 +2,46 @@
 //! snapshot metadata) and the state machine, opened together and changed
 //! together when a snapshot from the leader replaces both.
 //!
+//! # Driving it from the event loop
+//!
+//! At start:
+//!
+//! ```text
+//! let (mut disk, boot) = Disk::open(&data_dir, &identity)?;
+//! let restored = match boot {
+//!     Boot::Restored(r) => r,
+//!     Boot::Fresh => disk.storage.bootstrap(initial_membership)?,
+//! };
+//! let node = RawNode::new(cfg, restored)?;
+//! ```
+//!
+//! For each `Ready`, in the order of the `Ready` contract (`raft/mod.rs`):
+//!
+//! ```text
+//! if let Some(meta) = &rd.snapshot { disk.install_snapshot(meta)? }       // 1. persist
+//! disk.storage.persist(rd.hard_state.as_ref(), &rd.entries, rd.must_sync())?;
+//! send(rd.messages);                                                      // 2. send
+//! let results = disk.state_machine.apply(&rd.committed_entries)?;         // 3. apply
+//! answer(results, rd.read_states);                                        // 4. answer
+//! node.advance();
+//! ```
+//!
+//! Any `Err` from these is a failing disk or a bug: stop the member (the
+//! state on disk is consistent; memory may not be).
+//!
+//! To take a snapshot (say, every N applied entries): `image =
+//! disk.state_machine.snapshot_image()`, `meta =
+//! node.snapshot_meta_at(image.applied_index)`, then
+//! `kv::snapshot_file::write(&disk.storage.snapshot_dir(), &meta, &image)` on a
+//! blocking thread; when it returns, on the event loop,
+//! `disk.storage.compact(&meta)` and then `node.compact(meta)`.
+//!
+//! The transport sends `disk.storage.snapshot_path(&meta)` with
+//! `kv::transfer::SnapshotChunks`, and receives into
+//! `disk.storage.snapshot_dir()` with `kv::transfer::SnapshotReceiver`; only
+//! after `finish()` succeeds does it step the core with the InstallSnapshot
+//! message.
+//!
 //! # Installing a snapshot, crash-safely
 //!
 //! A snapshot from the leader replaces the log, the state machine and the

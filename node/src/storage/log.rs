@@ -25,6 +25,13 @@ impl Storage {
         entries: &[Entry],
         must_sync: bool,
     ) -> Result<(), StorageError> {
+        if self.snapshot.is_none() {
+            // A log without its initial membership could not be restarted.
+            return Err(StorageError::misuse(
+                &self.dir,
+                "persist before bootstrap: record the initial membership with Storage::bootstrap first",
+            ));
+        }
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
             self.check_append(entries)?;
             let mut batch = sled::Batch::default();

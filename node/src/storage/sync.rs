@@ -127,6 +127,12 @@ impl SledFiles {
         Ok(())
     }
 
+    /// How many of sled's blob files are known to be synced.
+    #[cfg(test)]
+    pub fn synced_blob_count(&self) -> usize {
+        self.synced_blobs.len()
+    }
+
     /// Syncs everything sled has ever written here, not only what this
     /// process wrote: after a process crash the page cache may still hold
     /// writes that never reached the disk, and the state we are about to act

@@ -100,6 +100,12 @@ fn a_new_data_dir_is_fresh_until_bootstrapped_and_keeps_its_membership() {
         assert_eq!(r.snapshot.membership, membership());
         assert!(s.bootstrap(membership()).is_err(), "bootstrap twice");
     }
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = open(tmp.path());
+        let err = s.persist(None, &entries(1..=1, 1), true).unwrap_err();
+        assert!(err.to_string().contains("before bootstrap"), "{err}");
+    }
     let mut s = open(&dir);
     let r = restored(&mut s);
     assert_eq!(r.snapshot.last_included_index, 0);
@@ -385,6 +391,30 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_error() {
     assert!(msg.contains("is a file, not a directory"), "{msg}");
 }
 
+/// Makes a directory immutable (`chattr +i`) for as long as it lives, which
+/// stops even root from writing to it; `None` where chattr is not allowed.
+struct Immutable<'a>(&'a Path);
+
+impl<'a> Immutable<'a> {
+    fn new(dir: &'a Path) -> Option<Immutable<'a>> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Immutable(dir))
+    }
+}
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .status();
+    }
+}
+
 #[test]
 fn a_data_dir_without_write_permission_is_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
@@ -392,11 +422,18 @@ fn a_data_dir_without_write_permission_is_a_clear_error() {
     let dir = tmp.path().join("data");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    if std::fs::write(dir.join("probe"), "").is_ok() {
-        // Root ignores permissions; nothing to show here.
-        return;
-    }
+    // Root ignores permissions; an immutable directory stops it too.
+    let _immutable = if std::fs::write(dir.join("probe"), "").is_ok() {
+        std::fs::remove_file(dir.join("probe")).unwrap();
+        match Immutable::new(&dir) {
+            Some(guard) => Some(guard),
+            None => return, // Nothing can stop this process from writing here.
+        }
+    } else {
+        None
+    };
     let msg = Storage::open(&dir, &identity(1)).err().unwrap().to_string();
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
     assert!(msg.contains("give this process write access"), "{msg}");
 }
 
@@ -419,4 +456,20 @@ fn identity_member_zero_and_empty_cluster_are_refused() {
     };
     assert!(Storage::open(tmp.path(), &nameless).is_err());
     assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn large_entries_go_to_sleds_blob_files_which_are_synced_and_read_back() {
+    let (tmp, _) = populated();
+    // Above sled's blob threshold (segment_size / 4, 128 KiB by default).
+    let big = Entry::normal(1, 6, Bytes::from(vec![0x5a; 300 << 10]));
+    {
+        let mut s = open(tmp.path());
+        s.persist(None, std::slice::from_ref(&big), true).unwrap();
+        let blobs = std::fs::read_dir(tmp.path().join("blobs")).unwrap().count();
+        assert!(blobs > 0, "sled wrote no blob for a 300 KiB value");
+        assert_eq!(s.files.synced_blob_count(), blobs);
+    }
+    let mut s = open(tmp.path());
+    assert_eq!(restored(&mut s).entries.last(), Some(&big));
 }
