@@ -112,10 +112,25 @@ impl StorageError {
         // sled reports I/O failures (a lock held by another process, a full
         // disk) as sled errors; unwrap them so the hint above applies.
         match source {
+            // sled's only way to say "another process has this store open".
+            sled::Error::Io(source) if source.to_string().contains("could not acquire lock") => {
+                StorageError::Io {
+                    dir: dir.to_owned(),
+                    action: format!(
+                        "could not {}: another process holds it open (a second member on the same data dir?)",
+                        action.into()
+                    ),
+                    source,
+                }
+            }
             sled::Error::Io(source) => StorageError::Io {
                 dir: dir.to_owned(),
                 action: format!("could not {}", action.into()),
                 source,
+            },
+            source @ sled::Error::Corruption { .. } => StorageError::Corrupt {
+                dir: dir.to_owned(),
+                what: format!("sled could not {}: {source}", action.into()),
             },
             source => StorageError::Sled {
                 dir: dir.to_owned(),

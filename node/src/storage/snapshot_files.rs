@@ -9,6 +9,7 @@
 //! an orphan of a crash.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::StorageError;
 use super::sync::sync_dir;
@@ -30,12 +31,17 @@ pub fn snapshot_path(dir: &Path, meta: &SnapshotMeta) -> PathBuf {
     dir.join(file_name(meta.last_included_index, meta.last_included_term))
 }
 
-/// The path a snapshot of `meta` is written or received under before it is
-/// complete.
+/// A fresh path for a snapshot of `meta` to be written or received under
+/// until it is complete. Each call gives another name, so two transfers of
+/// the same snapshot (a leader that retried while the first stream was still
+/// open) never write into one file.
 pub fn temporary_path(dir: &Path, meta: &SnapshotMeta, suffix: &str) -> PathBuf {
-    let name = file_name(meta.last_included_index, meta.last_included_term);
-    let stem = name.strip_suffix(SUFFIX).unwrap_or(&name);
-    dir.join(format!("{stem}{suffix}"))
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(
+        "{}-{}.{n}{suffix}",
+        meta.last_included_index, meta.last_included_term
+    ))
 }
 
 /// `(index, term)` of a complete snapshot file's name.
@@ -118,6 +124,12 @@ mod tests {
         assert_eq!(file_name(10, 1), "10-1.snap");
         assert_eq!(parse_name(&file_name(10, 1)), Some((10, 1)));
         assert_eq!(parse_name("10-1.snap.tmp"), None);
+        let meta = SnapshotMeta::default();
+        let a = temporary_path(Path::new("/d"), &meta, RECEIVING_SUFFIX);
+        let b = temporary_path(Path::new("/d"), &meta, RECEIVING_SUFFIX);
+        assert_ne!(a, b);
+        assert!(a.to_string_lossy().ends_with(RECEIVING_SUFFIX));
+        assert_eq!(parse_name(&a.file_name().unwrap().to_string_lossy()), None);
         assert_eq!(parse_name("x-1.snap"), None);
     }
 }

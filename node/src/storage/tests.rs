@@ -443,7 +443,11 @@ fn a_second_process_on_the_same_dir_is_refused_by_sleds_lock() {
     let _first = open(tmp.path());
     // sled holds an exclusive lock on `db`; a second open in this process
     // (or another) fails instead of corrupting the store.
-    assert!(Storage::open(tmp.path(), &identity(1)).is_err());
+    let msg = Storage::open(tmp.path(), &identity(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("another process holds it open"), "{msg}");
 }
 
 #[test]
