@@ -59,8 +59,8 @@
 //!    not match it).
 //! 3. The state machine's tree is replaced by the file's data, applied index
 //!    last.
-//! 4. One batch sets `snapshot/meta = meta` and removes `installing`; then a
-//!    sync.
+//! 4. A sync; then one batch sets `snapshot/meta = meta` and removes
+//!    `installing`, and another sync.
 //!
 //! Steps 2–4 are idempotent. [`Disk::open`] finds an `installing` record left
 //! by a crash and redoes them from the file (which was durable before step 1),
@@ -165,6 +165,10 @@ fn roll_forward(
     crash_point("after-log-cleared");
     state_machine.install(image)?;
     crash_point("after-state-machine-replaced");
+    // Durable before the installation record goes, whatever order sled
+    // recovers its writes in after a crash.
+    storage.sync()?;
+    crash_point("after-replacement-synced");
     storage.finish_install(meta)?;
     crash_point("after-finish");
     Ok(())

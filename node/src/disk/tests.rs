@@ -11,7 +11,7 @@ use kuberaft_proto::kv::command::Op;
 use super::*;
 use crate::kv::{Versioned, command};
 use crate::raft::{Entry, HardState, Index, RestoredState};
-use crate::storage::tests::{entries, identity, membership};
+use crate::storage::tests::{entries, identity, membership, retry_while_locked};
 
 /// The environment variables of a crash test's child process.
 pub const CRASH_AT_ENV: &str = "KUBERAFT_TEST_CRASH_AT";
@@ -31,7 +31,7 @@ fn put(index: Index, term: u64, key: &str, value: &str) -> Entry {
 }
 
 fn open(dir: &Path) -> (Disk, Boot) {
-    Disk::open(dir, &identity(1)).unwrap()
+    retry_while_locked(|| Disk::open(dir, &identity(1))).unwrap()
 }
 
 fn restored(boot: Boot) -> RestoredState {
@@ -182,6 +182,7 @@ fn a_crash_at_any_step_of_an_installation_leaves_the_old_state_or_the_new_one() 
         ("after-commit-point", true),
         ("after-log-cleared", true),
         ("after-state-machine-replaced", true),
+        ("after-replacement-synced", true),
         ("after-finish", true),
     ];
     let exe = std::env::current_exe().unwrap();
@@ -224,7 +225,9 @@ fn an_interrupted_installation_whose_file_is_gone_is_refused() {
         disk.storage.begin_install(&new_meta()).unwrap();
     }
     std::fs::remove_file(tmp.path().join("snapshots/20-4.snap")).unwrap();
-    let err = Disk::open(tmp.path(), &identity(1)).err().unwrap();
+    let err = retry_while_locked(|| Disk::open(tmp.path(), &identity(1)))
+        .err()
+        .unwrap();
     let msg = err.to_string();
     assert!(
         msg.contains("installation of snapshot 20 (term 4) was interrupted"),
@@ -298,7 +301,7 @@ fn a_missing_snapshot_file_is_refused_at_start() {
         disk.storage.compact(&meta).unwrap();
         std::fs::remove_file(file.path).unwrap();
     }
-    let msg = Disk::open(tmp.path(), &identity(1))
+    let msg = retry_while_locked(|| Disk::open(tmp.path(), &identity(1)))
         .err()
         .unwrap()
         .to_string();

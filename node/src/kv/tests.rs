@@ -11,7 +11,7 @@ use super::snapshot_file;
 use super::transfer::{SnapshotChunks, SnapshotReceiver};
 use super::*;
 use crate::raft::{ConfChange, SnapshotMeta};
-use crate::storage::tests::{identity, membership};
+use crate::storage::tests::{identity, membership, retry_while_locked, storage_open};
 
 fn put(key: &str, value: &str) -> Bytes {
     command::encode(Op::Put(pb::PutRequest {
@@ -38,7 +38,7 @@ fn entry(index: Index, data: Bytes) -> Entry {
 
 /// A bootstrapped data dir and its state machine.
 fn open(dir: &Path) -> (Storage, StateMachine) {
-    let mut storage = Storage::open(dir, &identity(1)).unwrap();
+    let mut storage = storage_open(dir, &identity(1)).unwrap();
     if storage.snapshot_meta().is_none() {
         storage.bootstrap(membership()).unwrap();
     }
@@ -184,7 +184,7 @@ fn a_damaged_value_is_refused_at_start() {
         sm.apply(&history()).unwrap();
     }
     {
-        let db = sled::Config::new().path(tmp.path()).open().unwrap();
+        let db = retry_while_locked(|| sled::Config::new().path(tmp.path()).open()).unwrap();
         let t = db.open_tree("kv").unwrap();
         let k = tree::data_key(b"a");
         let mut v = t.get(&k).unwrap().unwrap().to_vec();
@@ -192,7 +192,7 @@ fn a_damaged_value_is_refused_at_start() {
         t.insert(k, v).unwrap();
         db.flush().unwrap();
     }
-    let storage = Storage::open(tmp.path(), &identity(1)).unwrap();
+    let storage = storage_open(tmp.path(), &identity(1)).unwrap();
     let err = StateMachine::open(&storage).err().unwrap();
     assert!(err.to_string().contains("key \"a\" is damaged"), "{err}");
 }

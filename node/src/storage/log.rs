@@ -71,7 +71,9 @@ impl Storage {
     /// log, and be consecutive: anything else is a bug in the caller, and
     /// storing it would make the data dir unreadable.
     fn check_append(&self, entries: &[Entry]) -> Result<(), StorageError> {
-        let first = entries[0].index;
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return Ok(());
+        };
         let snapshot_index = self.snapshot.as_ref().map_or(0, |s| s.last_included_index);
         if first <= snapshot_index || first > self.last_index + 1 {
             return Err(StorageError::misuse(

@@ -35,8 +35,35 @@ pub(crate) fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<En
         .collect()
 }
 
+/// sled lets go of its lock on `db` a moment after the last handle is
+/// dropped (its thread pool may still be finishing a write), so opening
+/// again right away, in this process or a child, can find it locked.
+pub(crate) fn retry_while_locked<T, E: std::fmt::Display>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    || e.to_string().contains("another process holds it open") =>
+            {
+                if std::time::Instant::now() > deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn storage_open(dir: &Path, identity: &Identity) -> Result<Storage, StorageError> {
+    retry_while_locked(|| Storage::open(dir, identity))
+}
+
 fn open(dir: &Path) -> Storage {
-    Storage::open(dir, &identity(1)).unwrap()
+    storage_open(dir, &identity(1)).unwrap()
 }
 
 fn restored(storage: &mut Storage) -> RestoredState {
@@ -82,7 +109,7 @@ fn contents(dir: &Path) -> BTreeMap<String, (usize, u32)> {
 
 /// Edits one tree behind the storage's back, as a damaged disk would.
 fn tamper(dir: &Path, tree: &str, f: impl FnOnce(&sled::Tree)) {
-    let db = sled::Config::new().path(dir).open().unwrap();
+    let db = retry_while_locked(|| sled::Config::new().path(dir).open()).unwrap();
     f(&db.open_tree(tree).unwrap());
     db.flush().unwrap();
 }
@@ -209,7 +236,7 @@ fn another_members_or_clusters_data_dir_is_refused_and_left_untouched() {
         },
     ];
     for stranger in strangers {
-        let err = Storage::open(tmp.path(), &stranger)
+        let err = storage_open(tmp.path(), &stranger)
             .err()
             .expect("a foreign data dir must be refused");
         let msg = err.to_string();
@@ -238,7 +265,7 @@ fn a_log_entry_with_a_flipped_byte_is_refused() {
         v[last] ^= 0x20;
         t.insert(key, v).unwrap();
     });
-    let err = Storage::open(tmp.path(), &identity(1)).err().unwrap();
+    let err = storage_open(tmp.path(), &identity(1)).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, StorageError::Corrupt { .. }), "{msg}");
     assert!(msg.contains("log entry 3"), "{msg}");
@@ -251,7 +278,7 @@ fn a_log_entry_with_a_flipped_byte_is_refused() {
         let v = t.get(3u64.to_be_bytes()).unwrap().unwrap();
         assert!(record::open(&v).is_err());
     });
-    assert!(Storage::open(tmp.path(), &identity(1)).is_err());
+    assert!(storage_open(tmp.path(), &identity(1)).is_err());
 }
 
 #[test]
@@ -260,7 +287,7 @@ fn a_gap_in_the_log_is_refused() {
     tamper(tmp.path(), LOG_TREE, |t| {
         t.remove(3u64.to_be_bytes()).unwrap();
     });
-    let msg = Storage::open(tmp.path(), &identity(1))
+    let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
         .to_string();
@@ -277,7 +304,7 @@ fn an_entry_under_the_wrong_key_or_a_damaged_hard_state_is_refused() {
         let two = t.get(2u64.to_be_bytes()).unwrap().unwrap();
         t.insert(3u64.to_be_bytes(), two).unwrap();
     });
-    let msg = Storage::open(tmp.path(), &identity(1))
+    let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
         .to_string();
@@ -287,7 +314,7 @@ fn an_entry_under_the_wrong_key_or_a_damaged_hard_state_is_refused() {
     tamper(tmp.path(), HARD_STATE_TREE, |t| {
         t.insert(HARD_STATE_KEY, &b"\0\0\0\0junk"[..]).unwrap();
     });
-    let msg = Storage::open(tmp.path(), &identity(1))
+    let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
         .to_string();
@@ -295,11 +322,26 @@ fn an_entry_under_the_wrong_key_or_a_damaged_hard_state_is_refused() {
 }
 
 #[test]
+fn damaged_snapshot_metadata_is_refused() {
+    let (tmp, _) = populated();
+    tamper(tmp.path(), SNAPSHOT_TREE, |t| {
+        let mut v = t.get(SNAPSHOT_META_KEY).unwrap().unwrap().to_vec();
+        v[4] ^= 0x80;
+        t.insert(SNAPSHOT_META_KEY, v).unwrap();
+    });
+    let msg = storage_open(tmp.path(), &identity(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("the snapshot metadata: its checksum"), "{msg}");
+}
+
+#[test]
 fn a_directory_with_other_files_is_not_a_data_dir() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
     let before = contents(tmp.path());
-    let err = Storage::open(tmp.path(), &identity(1)).err().unwrap();
+    let err = storage_open(tmp.path(), &identity(1)).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, StorageError::NotADataDir { .. }), "{msg}");
     assert!(msg.contains("\"notes.txt\""), "{msg}");
@@ -314,7 +356,7 @@ fn a_sled_store_without_a_kuberaft_identity_is_not_a_data_dir() {
         t.insert(b"k", b"v").unwrap();
     });
     let before = contents(tmp.path());
-    let err = Storage::open(tmp.path(), &identity(1)).err().unwrap();
+    let err = storage_open(tmp.path(), &identity(1)).err().unwrap();
     assert!(matches!(err, StorageError::NotADataDir { .. }), "{err}");
     assert!(
         err.to_string().contains("no kuberaft identity file"),
@@ -330,7 +372,7 @@ fn a_store_whose_identity_differs_from_the_identity_file_is_refused() {
         let other = IdentityRecord::new(&identity(2));
         t.insert(IDENTITY_KEY, other.encode()).unwrap();
     });
-    let msg = Storage::open(tmp.path(), &identity(1))
+    let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
         .to_string();
@@ -375,7 +417,7 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "").unwrap();
-    let msg = Storage::open(file.join("data"), &identity(1))
+    let msg = storage_open(&file.join("data"), &identity(1))
         .err()
         .unwrap()
         .to_string();
@@ -384,10 +426,7 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_error() {
         msg.contains("a file stands where a directory should be"),
         "{msg}"
     );
-    let msg = Storage::open(&file, &identity(1))
-        .err()
-        .unwrap()
-        .to_string();
+    let msg = storage_open(&file, &identity(1)).err().unwrap().to_string();
     assert!(msg.contains("is a file, not a directory"), "{msg}");
 }
 
@@ -432,7 +471,7 @@ fn a_data_dir_without_write_permission_is_a_clear_error() {
     } else {
         None
     };
-    let msg = Storage::open(&dir, &identity(1)).err().unwrap().to_string();
+    let msg = storage_open(&dir, &identity(1)).err().unwrap().to_string();
     assert!(msg.contains(&dir.display().to_string()), "{msg}");
     assert!(msg.contains("give this process write access"), "{msg}");
 }
@@ -453,12 +492,12 @@ fn a_second_process_on_the_same_dir_is_refused_by_sleds_lock() {
 #[test]
 fn identity_member_zero_and_empty_cluster_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    assert!(Storage::open(tmp.path(), &identity(0)).is_err());
+    assert!(storage_open(tmp.path(), &identity(0)).is_err());
     let nameless = Identity {
         cluster: String::new(),
         ..identity(1)
     };
-    assert!(Storage::open(tmp.path(), &nameless).is_err());
+    assert!(storage_open(tmp.path(), &nameless).is_err());
     assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
 }
 
