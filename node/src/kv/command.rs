@@ -36,7 +36,12 @@ pub enum ApplyResult {
 
 /// Applies the command in `data` (entry `index`) to `map`, and records the
 /// same change in `batch` for the kv tree.
-pub fn apply(map: &mut KvMap, batch: &mut sled::Batch, index: Index, data: &[u8]) -> ApplyResult {
+pub(crate) fn apply(
+    map: &mut KvMap,
+    batch: &mut sled::Batch,
+    index: Index,
+    data: &[u8],
+) -> ApplyResult {
     let command = match pb::Command::decode(data) {
         Ok(c) => c,
         Err(e) => {
