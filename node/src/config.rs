@@ -40,6 +40,10 @@ pub struct NodeArgs {
     #[arg(long, env = "KUBERAFT_CLIENT_LISTEN", default_value = "0.0.0.0:7001")]
     pub client_listen: SocketAddr,
 
+    /// Address for HTTP: Prometheus /metrics, /livez and /readyz.
+    #[arg(long, env = "KUBERAFT_HTTP_LISTEN", default_value = "0.0.0.0:7002")]
+    pub http_listen: SocketAddr,
+
     /// The members that bootstrap a new cluster, comma-separated
     /// `ID=NAME@HOST:PEER_PORT/CLIENT_PORT`, e.g.
     /// `1=demo-0@demo-0.demo-peers:7000/7001,2=demo-1@demo-1.demo-peers:7000/7001`.
@@ -61,6 +65,16 @@ pub struct NodeArgs {
     /// election timeout.
     #[arg(long, env = "KUBERAFT_HEARTBEAT_INTERVAL_MS", default_value_t = 50)]
     pub heartbeat_interval_ms: u32,
+
+    /// Take a snapshot and compact the log once this many entries were
+    /// applied since the last snapshot.
+    #[arg(long, env = "KUBERAFT_SNAPSHOT_THRESHOLD_ENTRIES", default_value_t = 10_000)]
+    pub snapshot_threshold_entries: u64,
+
+    /// ... or once the entries applied since the last snapshot hold this many
+    /// bytes.
+    #[arg(long, env = "KUBERAFT_SNAPSHOT_THRESHOLD_BYTES", default_value_t = 64 << 20)]
+    pub snapshot_threshold_bytes: u64,
 
     /// How long a leader waits on SIGTERM for a follower to take over before
     /// it exits anyway.
@@ -91,6 +105,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub peer_listen: SocketAddr,
     pub client_listen: SocketAddr,
+    pub http_listen: SocketAddr,
     /// Empty when this member is not among the initial members (join mode).
     pub initial_membership: Membership,
     /// Milliseconds per tick of the Raft core.
@@ -99,6 +114,8 @@ pub struct NodeConfig {
     pub election_tick_max: u32,
     pub heartbeat_tick: u32,
     pub shutdown_transfer_timeout: Duration,
+    pub snapshot_threshold_entries: u64,
+    pub snapshot_threshold_bytes: u64,
     pub log_format: LogFormat,
 }
 
@@ -159,12 +176,15 @@ impl NodeArgs {
             data_dir: self.data_dir.clone(),
             peer_listen: self.peer_listen,
             client_listen: self.client_listen,
+            http_listen: self.http_listen,
             initial_membership,
             tick_ms,
             election_tick_min: min / tick_ms,
             election_tick_max: max / tick_ms,
             heartbeat_tick: hb / tick_ms,
             shutdown_transfer_timeout: Duration::from_millis(self.shutdown_transfer_timeout_ms),
+            snapshot_threshold_entries: self.snapshot_threshold_entries.max(1),
+            snapshot_threshold_bytes: self.snapshot_threshold_bytes.max(1),
             log_format: self.log_format,
         })
     }

@@ -56,6 +56,7 @@ pub struct Member {
     pub name: String,
     pub peer_port: u16,
     pub client_port: u16,
+    pub http_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -66,6 +67,10 @@ pub struct Member {
 impl Member {
     pub fn client_addr(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -102,6 +107,7 @@ impl Cluster {
                 name: format!("node-{id}"),
                 peer_port: free_port(),
                 client_port: free_port(),
+                http_port: free_port(),
                 data_dir: dir.path().join(format!("data-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -156,6 +162,8 @@ impl Cluster {
             .arg(format!("127.0.0.1:{}", m.peer_port))
             .arg("--client-listen")
             .arg(format!("127.0.0.1:{}", m.client_port))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", m.http_port))
             .arg("--initial-members")
             .arg(initial)
             .args(&m.extra_args)

@@ -6,6 +6,7 @@ pub mod deadline;
 pub mod event;
 pub mod event_loop;
 pub mod forward;
+pub mod http;
 pub mod kv_service;
 pub mod run;
 pub mod status;

@@ -7,8 +7,8 @@ use kuberaft_proto::admin as pb;
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
+use crate::metrics::{Metrics, PeerLabels};
 use crate::raft::{RawNode, Role, Suffrage};
-use crate::wire;
 
 /// How often the status is refreshed when nothing but indexes moved.
 const REFRESH: Duration = Duration::from_millis(100);
@@ -23,6 +23,7 @@ pub struct StatusBoard {
     /// Latches once this member has known a leader and applied everything it
     /// knew to be committed: from then on it serves (grpc.health.v1).
     caught_up: bool,
+    metrics: Metrics,
 }
 
 fn unix_ms() -> u64 {
@@ -41,7 +42,11 @@ pub fn role_to_pb(role: Role) -> pb::Role {
 }
 
 impl StatusBoard {
-    pub fn new(cfg: &NodeConfig, tx: watch::Sender<pb::StatusResponse>) -> StatusBoard {
+    pub fn new(
+        cfg: &NodeConfig,
+        tx: watch::Sender<pb::StatusResponse>,
+        metrics: Metrics,
+    ) -> StatusBoard {
         StatusBoard {
             tx,
             name: cfg.name.clone(),
@@ -50,6 +55,7 @@ impl StatusBoard {
             last_leader: (0, 0),
             leader_changed_unix_ms: 0,
             caught_up: false,
+            metrics,
         }
     }
 
@@ -59,6 +65,7 @@ impl StatusBoard {
         let leader = (node.term(), node.leader_id());
         if leader.1 != self.last_leader.1 && leader.1 != 0 {
             self.leader_changed_unix_ms = unix_ms();
+            self.metrics.leader_changes.inc();
         }
         let changed = leader != self.last_leader;
         if !now && !changed && self.last_publish.elapsed() < REFRESH {
@@ -67,6 +74,7 @@ impl StatusBoard {
         self.last_leader = leader;
         self.last_publish = Instant::now();
         let s = node.status();
+        self.update_metrics(&s, applied_index);
         if !self.caught_up
             && s.soft_state.leader_id != 0
             && applied_index >= s.hard_state.commit_index
@@ -80,7 +88,7 @@ impl StatusBoard {
             .map(|m| {
                 let p = s.progress.iter().find(|p| p.id == m.id);
                 pb::MemberStatus {
-                    member: Some(wire::member_to_pb(m)),
+                    member: Some(m.into()),
                     match_index: p.map_or(0, |p| p.match_index),
                     next_index: p.map_or(0, |p| p.next_index),
                     replication_state: p.map_or(String::new(), |p| p.state.as_str().to_string()),
@@ -118,5 +126,24 @@ impl StatusBoard {
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         self.tx.send_replace(status);
+    }
+
+    fn update_metrics(&self, s: &crate::raft::Status, applied_index: u64) {
+        let m = &self.metrics;
+        m.term.set(s.hard_state.current_term as i64);
+        m.set_role(s.soft_state.role);
+        m.leader_id.set(s.soft_state.leader_id as i64);
+        m.commit_index.set(s.hard_state.commit_index as i64);
+        m.applied_index.set(applied_index as i64);
+        m.last_log_index.set(s.last_index as i64);
+        m.snapshot_index.set(s.snapshot_index as i64);
+        m.follower_lag_entries.clear();
+        for p in s.progress.iter().filter(|p| p.id != s.id) {
+            m.follower_lag_entries
+                .get_or_create(&PeerLabels {
+                    peer: p.id.to_string(),
+                })
+                .set(s.last_index.saturating_sub(p.match_index) as i64);
+        }
     }
 }
