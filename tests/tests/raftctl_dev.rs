@@ -20,12 +20,12 @@ fn raftctl_bin() -> PathBuf {
     .clone()
 }
 
-/// A base port with `2 * nodes` free ports after it.
+/// A base port with `3 * nodes` free ports after it.
 fn free_base_port(nodes: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + (rand_u16() % 20_000) / 2 * 2;
+        let base = 20_000 + rand_u16() % 20_000;
         let free =
-            (base..base + 2 * nodes).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            (base..base + 3 * nodes).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return base;
         }
@@ -44,35 +44,48 @@ struct Dev {
     child: Child,
     out: PathBuf,
     endpoints: String,
+    base: u16,
     _scratch: tempfile::TempDir,
 }
 
 impl Dev {
     fn start(nodes: u16, extra: &[&str]) -> Dev {
+        let base = free_base_port(nodes);
+        let layout = [
+            "--nodes".to_string(),
+            nodes.to_string(),
+            "--base-port".to_string(),
+            base.to_string(),
+        ];
+        Dev::run(base, nodes, &layout, extra)
+    }
+
+    /// Starts raftctl dev without --nodes and --base-port: a kept data dir
+    /// brings its own.
+    fn resume(base: u16, nodes: u16, extra: &[&str]) -> Dev {
+        Dev::run(base, nodes, &[], extra)
+    }
+
+    fn run(base: u16, nodes: u16, layout: &[String], extra: &[&str]) -> Dev {
         let scratch = tempfile::tempdir().expect("scratch dir");
         let out = scratch.path().join("dev.out");
-        let base = free_base_port(nodes);
         let mut cmd = Command::new(raftctl_bin());
-        cmd.args([
-            "dev",
-            "--nodes",
-            &nodes.to_string(),
-            "--base-port",
-            &base.to_string(),
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("output file"))
-        .stderr(Stdio::inherit());
+        cmd.arg("dev")
+            .args(layout)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("output file"))
+            .stderr(Stdio::inherit());
         let child = cmd.spawn().expect("start raftctl dev");
         let endpoints = (0..nodes)
-            .map(|i| format!("127.0.0.1:{}", base + 2 * i + 1))
+            .map(|i| format!("127.0.0.1:{}", base + 3 * i + 1))
             .collect::<Vec<_>>()
             .join(",");
         Dev {
             child,
             out,
             endpoints,
+            base,
             _scratch: scratch,
         }
     }
@@ -327,7 +340,6 @@ fn dev_follows_an_election_after_the_leader_is_killed() {
 }
 
 #[test]
-#[ignore = "needs durable storage: main still has the in-memory stand-in (node/src/storage); un-ignore when the sled storage lands"]
 fn a_kept_data_dir_resumes_after_a_restart() {
     let scratch = tempfile::tempdir().expect("scratch");
     let dir = scratch.path().join("cluster");
@@ -341,7 +353,19 @@ fn a_kept_data_dir_resumes_after_a_restart() {
     assert!(dev.output().contains("data kept in"), "{}", dev.output());
     assert!(Path::new(&dir).join("dev-0").exists());
 
-    let mut dev = Dev::start(3, &["--data-dir", &arg]);
+    // Other ports would strand the members (they know each other by port).
+    let o = Command::new(raftctl_bin())
+        .args(["dev", "--data-dir", &arg, "--base-port", "7100"])
+        .output()
+        .expect("run raftctl");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("on --base-port {}", dev.base)),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let mut dev = Dev::resume(dev.base, 3, &["--data-dir", &arg]);
     dev.pids();
     dev.wait_one_leader();
     assert_eq!(dev.ok(&["get", "durable"]), "yes\n");

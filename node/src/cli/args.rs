@@ -197,18 +197,20 @@ pub enum MemberCommand {
 /// The local cluster raftctl dev and failover-bench run.
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Number of members.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
-    pub nodes: u16,
+    /// Number of members [default: 3, or what --data-dir was created with].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub nodes: Option<u16>,
 
     /// Where members keep their data (kept on exit, so a restart resumes);
     /// default: a fresh temporary directory, removed on exit.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 
-    /// First port: member i listens for peers on BASE+2i and clients on BASE+2i+1.
-    #[arg(long, default_value_t = 7100)]
-    pub base_port: u16,
+    /// First port: member i (from 0) listens for peers on BASE+3i, clients on
+    /// BASE+3i+1 and HTTP (metrics, health) on BASE+3i+2
+    /// [default: 7100, or what --data-dir was created with].
+    #[arg(long)]
+    pub base_port: Option<u16>,
 
     /// The kuberaft-node executable; default: next to raftctl, else on PATH.
     #[arg(long, env = "KUBERAFT_NODE_BINARY")]

@@ -20,6 +20,72 @@ use super::error::CliError;
 /// Name of the cluster a local cluster runs as.
 pub const CLUSTER_NAME: &str = "dev";
 
+/// Each member listens on three consecutive ports: peers, clients, HTTP.
+pub const PORTS_PER_MEMBER: u32 = 3;
+
+/// Where a kept data dir records the layout it was created with.
+const LAYOUT_FILE: &str = "raftctl-dev.layout";
+
+/// How many members and which ports. A kept data dir must be restarted with
+/// the same layout: its members know each other by these addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub nodes: u16,
+    pub base_port: u16,
+}
+
+impl Layout {
+    pub const DEFAULT: Layout = Layout {
+        nodes: 3,
+        base_port: 7100,
+    };
+
+    pub fn render(&self) -> String {
+        format!("nodes={}\nbase_port={}\n", self.nodes, self.base_port)
+    }
+
+    pub fn parse(s: &str) -> Option<Layout> {
+        let mut nodes = None;
+        let mut base_port = None;
+        for line in s.lines() {
+            match line.split_once('=') {
+                Some(("nodes", v)) => nodes = v.trim().parse().ok(),
+                Some(("base_port", v)) => base_port = v.trim().parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Layout {
+            nodes: nodes?,
+            base_port: base_port?,
+        })
+    }
+
+    /// The flags, else what the data dir recorded, else the defaults; flags
+    /// that contradict the data dir are refused.
+    pub fn resolve(
+        nodes: Option<u16>,
+        base_port: Option<u16>,
+        recorded: Option<Layout>,
+        data_dir: Option<&Path>,
+    ) -> Result<Layout, CliError> {
+        let Some(r) = recorded else {
+            return Ok(Layout {
+                nodes: nodes.unwrap_or(Layout::DEFAULT.nodes),
+                base_port: base_port.unwrap_or(Layout::DEFAULT.base_port),
+            });
+        };
+        if nodes.is_some_and(|n| n != r.nodes) || base_port.is_some_and(|b| b != r.base_port) {
+            return Err(CliError::usage(format!(
+                "--data-dir {} holds a cluster of {} members on --base-port {}, and its members know each other by those ports; leave out --nodes and --base-port to resume it, or choose another --data-dir",
+                data_dir.map_or_else(String::new, |d| d.display().to_string()),
+                r.nodes,
+                r.base_port
+            )));
+        }
+        Ok(r)
+    }
+}
+
 /// How a member's process is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Process {
@@ -37,6 +103,8 @@ pub struct LocalMember {
     pub name: String,
     pub peer_addr: String,
     pub client_addr: String,
+    /// Prometheus /metrics, /livez, /readyz.
+    pub http_addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -153,20 +221,34 @@ impl LocalCluster {
     /// Creates the data dirs and starts every member.
     pub fn start(args: &ClusterArgs) -> Result<LocalCluster, CliError> {
         let binary = find_node_binary(args.node_binary.as_deref())?;
-        let nodes = u64::from(args.nodes);
-        let last_port = u32::from(args.base_port) + 2 * u32::from(args.nodes);
-        if last_port > u32::from(u16::MAX) || args.base_port < 1024 {
+        let recorded = args
+            .data_dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join(LAYOUT_FILE)).ok())
+            .and_then(|s| Layout::parse(&s));
+        let layout = Layout::resolve(
+            args.nodes,
+            args.base_port,
+            recorded,
+            args.data_dir.as_deref(),
+        )?;
+        let nodes = u64::from(layout.nodes);
+        let last_port = u32::from(layout.base_port) + PORTS_PER_MEMBER * u32::from(layout.nodes);
+        if last_port > u32::from(u16::MAX) || layout.base_port < 1024 {
             return Err(CliError::usage(format!(
-                "--base-port {} leaves no room for {} members (each takes two ports); pick one between 1024 and {}",
-                args.base_port,
-                args.nodes,
-                u16::MAX - 2 * args.nodes
+                "--base-port {} leaves no room for {} members (each takes three ports); pick one between 1024 and {}",
+                layout.base_port,
+                layout.nodes,
+                u32::from(u16::MAX) - PORTS_PER_MEMBER * u32::from(layout.nodes)
             )));
         }
         let root = match &args.data_dir {
             Some(d) => {
                 std::fs::create_dir_all(d).map_err(|e| {
                     CliError::new(format!("cannot create --data-dir {}: {e}", d.display()))
+                })?;
+                std::fs::write(d.join(LAYOUT_FILE), layout.render()).map_err(|e| {
+                    CliError::new(format!("cannot write to --data-dir {}: {e}", d.display()))
                 })?;
                 Root::Kept(d.clone())
             }
@@ -183,7 +265,7 @@ impl LocalCluster {
         };
         let mut members = Vec::new();
         for id in 1..=nodes {
-            let peer_port = u64::from(args.base_port) + 2 * (id - 1);
+            let peer_port = u64::from(layout.base_port) + u64::from(PORTS_PER_MEMBER) * (id - 1);
             let name = format!("{CLUSTER_NAME}-{}", id - 1);
             let dir = match &root {
                 Root::Temporary(t) => t.path().to_path_buf(),
@@ -193,6 +275,7 @@ impl LocalCluster {
                 id,
                 peer_addr: format!("127.0.0.1:{peer_port}"),
                 client_addr: format!("127.0.0.1:{}", peer_port + 1),
+                http_addr: format!("127.0.0.1:{}", peer_port + 2),
                 data_dir: dir.join(&name),
                 log_path: dir.join(format!("{name}.log")),
                 name,
@@ -203,7 +286,7 @@ impl LocalCluster {
             });
         }
         for m in &members {
-            for addr in [&m.peer_addr, &m.client_addr] {
+            for addr in [&m.peer_addr, &m.client_addr, &m.http_addr] {
                 if std::net::TcpListener::bind(addr.as_str()).is_err() {
                     return Err(CliError::new(format!(
                         "{addr} is in use (another raftctl dev?); stop it or choose another --base-port"
@@ -281,6 +364,7 @@ impl LocalCluster {
             format!("--data-dir={}", m.data_dir.display()),
             format!("--peer-listen={}", m.peer_addr),
             format!("--client-listen={}", m.client_addr),
+            format!("--http-listen={}", m.http_addr),
             format!("--initial-members={}", self.initial_members()),
         ];
         a.extend(self.extra_args.iter().cloned());
@@ -413,6 +497,20 @@ impl Drop for LocalCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_data_dir_keeps_its_layout() {
+        let r = Layout {
+            nodes: 5,
+            base_port: 7300,
+        };
+        assert_eq!(Layout::parse(&r.render()), Some(r));
+        assert_eq!(Layout::resolve(None, None, None, None), Ok(Layout::DEFAULT));
+        assert_eq!(Layout::resolve(None, None, Some(r), None), Ok(r));
+        assert_eq!(Layout::resolve(Some(5), Some(7300), Some(r), None), Ok(r));
+        let e = Layout::resolve(None, Some(7100), Some(r), Some(Path::new("/d"))).unwrap_err();
+        assert!(e.message.contains("5 members on --base-port 7300"), "{e}");
+    }
 
     #[test]
     fn exits_are_described_plainly() {

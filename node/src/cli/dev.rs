@@ -69,6 +69,15 @@ pub fn banner(cluster: &LocalCluster, keys: bool) -> Vec<String> {
         format!("  endpoints: {endpoints}"),
         format!("  data:      {data}"),
         format!("  logs:      {}/dev-*.log", cluster.data_dir().display()),
+        format!(
+            "  metrics:   {}",
+            cluster
+                .members
+                .iter()
+                .map(|m| format!("http://{}/metrics", m.http_addr))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         String::new(),
         "Try, in another terminal:".into(),
         format!("  export KUBERAFT_ENDPOINTS={endpoints}"),
