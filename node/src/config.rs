@@ -68,7 +68,11 @@ pub struct NodeArgs {
 
     /// Take a snapshot and compact the log once this many entries were
     /// applied since the last snapshot.
-    #[arg(long, env = "KUBERAFT_SNAPSHOT_THRESHOLD_ENTRIES", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "KUBERAFT_SNAPSHOT_THRESHOLD_ENTRIES",
+        default_value_t = 10_000
+    )]
     pub snapshot_threshold_entries: u64,
 
     /// ... or once the entries applied since the last snapshot hold this many

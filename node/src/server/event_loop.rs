@@ -207,10 +207,17 @@ impl EventLoop {
             }
             // The file is complete and durable under its final name; if the
             // core takes the snapshot, `persist` installs it from there.
-            Event::SnapshotReceived { msg, file: _, reply } => self.step_request(msg, reply),
+            Event::SnapshotReceived {
+                msg,
+                file: _,
+                reply,
+            } => self.step_request(msg, reply),
             Event::SnapshotSent { to, ok } => {
                 if ok {
-                    self.metrics.snapshots.get_or_create(&KindLabels { kind: "sent" }).inc();
+                    self.metrics
+                        .snapshots
+                        .get_or_create(&KindLabels { kind: "sent" })
+                        .inc();
                 }
                 self.node.report_snapshot(to, ok);
             }
@@ -325,7 +332,7 @@ impl EventLoop {
                     // Nothing applied since the newest snapshot: that one is current.
                     let answer = self.current_snapshot_response();
                     for w in self.snapshot_waiters.drain(..) {
-                        let _ = w.send(Ok(answer.clone()));
+                        let _ = w.send(Ok(answer));
                     }
                 }
             }
@@ -389,7 +396,11 @@ impl EventLoop {
             } => {
                 let page = self.disk.state_machine.scan(prefix, start_after, *limit);
                 ReadResult::Scan {
-                    kvs: page.kvs.into_iter().map(|(k, v)| key_value(k, &v)).collect(),
+                    kvs: page
+                        .kvs
+                        .into_iter()
+                        .map(|(k, v)| key_value(k, &v))
+                        .collect(),
                     more: page.more,
                 }
             }
@@ -441,7 +452,9 @@ impl EventLoop {
             .spawn(move || {
                 let result = std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-                    .and_then(|()| kv::snapshot_file::write(&dir, &meta, &image).map_err(|e| e.to_string()));
+                    .and_then(|()| {
+                        kv::snapshot_file::write(&dir, &meta, &image).map_err(|e| e.to_string())
+                    });
                 let _ = tx.send(Event::SnapshotWritten { meta, result });
             });
         if let Err(e) = spawned {
@@ -464,7 +477,9 @@ impl EventLoop {
             Err(e) => {
                 tracing::warn!(member = self.cfg.id, error = %e, "writing a snapshot failed; the log is not compacted");
                 for w in self.snapshot_waiters.drain(..) {
-                    let _ = w.send(Err(ClientError::Internal(format!("writing the snapshot failed: {e}"))));
+                    let _ = w.send(Err(ClientError::Internal(format!(
+                        "writing the snapshot failed: {e}"
+                    ))));
                 }
                 return Ok(());
             }
@@ -477,7 +492,10 @@ impl EventLoop {
             .map_err(|e| format!("cannot compact the log: {e}"))?;
         self.node.compact(meta.clone());
         self.applied_bytes_since_snapshot = 0;
-        self.metrics.snapshots.get_or_create(&KindLabels { kind: "taken" }).inc();
+        self.metrics
+            .snapshots
+            .get_or_create(&KindLabels { kind: "taken" })
+            .inc();
         self.metrics.snapshot_bytes.set(file.size as i64);
         let answer = kuberaft_proto::admin::SnapshotResponse {
             last_included_index: meta.last_included_index,
@@ -485,13 +503,18 @@ impl EventLoop {
             size_bytes: file.size,
         };
         for w in self.snapshot_waiters.drain(..) {
-            let _ = w.send(Ok(answer.clone()));
+            let _ = w.send(Ok(answer));
         }
         Ok(())
     }
 
     fn current_snapshot_response(&self) -> kuberaft_proto::admin::SnapshotResponse {
-        let meta = self.disk.storage.snapshot_meta().cloned().unwrap_or_default();
+        let meta = self
+            .disk
+            .storage
+            .snapshot_meta()
+            .cloned()
+            .unwrap_or_default();
         let size = std::fs::metadata(self.disk.storage.snapshot_path(&meta)).map_or(0, |m| m.len());
         kuberaft_proto::admin::SnapshotResponse {
             last_included_index: meta.last_included_index,
@@ -507,7 +530,8 @@ impl EventLoop {
         let path = self.disk.storage.snapshot_path(meta);
         if meta.last_included_index == 0 && !path.exists() {
             let dir = self.disk.storage.snapshot_dir();
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let image = kv::SnapshotImage {
                 applied_index: 0,
                 data: kv::KvMap::new(),
@@ -574,7 +598,10 @@ impl EventLoop {
             .install_snapshot(meta)
             .map_err(|e| format!("cannot install snapshot {}: {e}", meta.last_included_index))?;
         self.applied_bytes_since_snapshot = 0;
-        self.metrics.snapshots.get_or_create(&KindLabels { kind: "installed" }).inc();
+        self.metrics
+            .snapshots
+            .get_or_create(&KindLabels { kind: "installed" })
+            .inc();
         Ok(())
     }
 

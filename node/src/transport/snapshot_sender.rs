@@ -79,6 +79,8 @@ pub async fn send(
     match result {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-        Err(_) => Err(format!("snapshot transfer did not finish within {deadline:?}")),
+        Err(_) => Err(format!(
+            "snapshot transfer did not finish within {deadline:?}"
+        )),
     }
 }
