@@ -27,6 +27,9 @@ use crate::transport::Transport;
 /// latency bounded under a flood while still batching.
 const MAX_EVENTS_PER_TURN: usize = 4096;
 
+/// Most key and value bytes in one page of a scan.
+const MAX_SCAN_PAGE_BYTES: usize = 3 << 20;
+
 struct PendingRead {
     query: ReadQuery,
     reply: Reply<(ReadResult, kvpb::ResponseHeader)>,
@@ -65,6 +68,8 @@ pub struct EventLoop {
     snapshot_waiters: Vec<Reply<kuberaft_proto::admin::SnapshotResponse>>,
     /// Bytes of entries applied since the last snapshot.
     applied_bytes_since_snapshot: u64,
+    /// Set by the ticker while a tick waits in the queue.
+    tick_pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Our own sender, for background work to report back.
     events_tx: mpsc::UnboundedSender<Event>,
     /// The membership the transport was last set up for.
@@ -106,6 +111,7 @@ impl EventLoop {
             next_read_ctx: 1,
             pending_transfer: None,
             peer_answers: Vec::new(),
+            tick_pending: Default::default(),
             snapshot_in_progress: None,
             snapshot_waiters: Vec::new(),
             applied_bytes_since_snapshot: 0,
@@ -116,6 +122,11 @@ impl EventLoop {
         };
         el.sync_transport();
         el
+    }
+
+    /// The flag the ticker uses to keep at most one tick queued.
+    pub fn tick_pending(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.tick_pending.clone()
     }
 
     /// Runs until shutdown; an `Err` is a storage failure after which this
@@ -196,6 +207,8 @@ impl EventLoop {
     fn handle(&mut self, ev: Event) -> Result<(), String> {
         match ev {
             Event::Tick => {
+                self.tick_pending
+                    .store(false, std::sync::atomic::Ordering::Release);
                 self.node.tick();
                 self.check_transfer_deadline();
             }
@@ -395,14 +408,20 @@ impl EventLoop {
                 limit,
             } => {
                 let page = self.disk.state_machine.scan(prefix, start_after, *limit);
-                ReadResult::Scan {
-                    kvs: page
-                        .kvs
-                        .into_iter()
-                        .map(|(k, v)| key_value(k, &v))
-                        .collect(),
-                    more: page.more,
+                // Also bounded in bytes, so a page fits a client's default
+                // 4 MiB message limit; `more` sends it back for the rest.
+                let mut bytes = 0;
+                let mut more = page.more;
+                let mut kvs = Vec::with_capacity(page.kvs.len());
+                for (k, v) in page.kvs {
+                    bytes += k.len() + v.value.len() + 16;
+                    if !kvs.is_empty() && bytes > MAX_SCAN_PAGE_BYTES {
+                        more = true;
+                        break;
+                    }
+                    kvs.push(key_value(k, &v));
                 }
+                ReadResult::Scan { kvs, more }
             }
         }
     }
