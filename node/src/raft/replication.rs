@@ -214,18 +214,25 @@ impl Raft {
         };
         pr.recent_active = true;
         if success {
-            if pr.maybe_update(match_index.min(last)) {
-                match pr.state {
-                    ReplicationState::Probe => pr.become_replicate(),
-                    ReplicationState::Snapshot { pending } if pr.match_index >= pending => {
-                        pr.become_replicate()
-                    }
-                    _ => {}
+            let matched = match_index.min(last);
+            let advanced = pr.maybe_update(matched);
+            match pr.state {
+                // The probe found where the logs agree: stream from there.
+                // This holds without progress too: a follower that already
+                // has everything answers each probe without any, and probing
+                // again for every such answer would ping-pong forever.
+                ReplicationState::Probe if advanced || matched + 1 >= pr.next_index => {
+                    pr.become_replicate()
                 }
+                // An older answer: the follower is reachable, probe again.
+                ReplicationState::Probe => pr.probe_sent = false,
+                ReplicationState::Snapshot { pending } if pr.match_index >= pending => {
+                    pr.become_replicate()
+                }
+                _ => {}
+            }
+            if advanced {
                 self.maybe_commit();
-            } else if pr.state == ReplicationState::Probe {
-                // Reachable again: the next probe may go out now.
-                pr.probe_sent = false;
             }
             if self.lead_transferee == from
                 && self

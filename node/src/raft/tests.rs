@@ -214,3 +214,49 @@ fn a_member_that_joins_with_an_empty_disk_learns_the_founding_voters() {
     let voters: Vec<NodeId> = net.nodes[&4].membership().voters().collect();
     assert_eq!(voters, vec![1, 2, 3, 4]);
 }
+
+#[test]
+fn a_follower_that_already_has_everything_is_not_probed_again_for_each_answer() {
+    let membership = Membership::new((1..=3).map(member));
+    let restored = RestoredState {
+        snapshot: SnapshotMeta {
+            membership,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut r = raft::Raft::new(Config::with_tick_ms(1, 10, 7), restored).unwrap();
+    r.become_candidate();
+    r.become_leader();
+    let (last, term) = (r.log.last_index(), r.term);
+    r.msgs.clear();
+    // Member 2 holds everything, but the leader probes it (after a snapshot
+    // it did not need, say).
+    let pr = r.progress.get_mut(&2).unwrap();
+    pr.match_index = last;
+    pr.become_probe(last + 1);
+    pr.probe_sent = true;
+    let answer = Message {
+        from: 2,
+        to: 1,
+        term,
+        body: MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index: last,
+            reject_index: 0,
+            conflict_term: 0,
+            conflict_index: 0,
+            last_log_index: last,
+            seq: 0,
+        },
+    };
+    for _ in 0..3 {
+        r.step(answer.clone()).unwrap();
+    }
+    assert!(
+        r.msgs.iter().all(|m| m.to != 2),
+        "each answer was met with another probe: {:?}",
+        r.msgs
+    );
+    assert_eq!(r.progress[&2].state, ReplicationState::Replicate);
+}
