@@ -68,13 +68,23 @@ pub struct NodeArgs {
 
     /// Take a snapshot and compact the log once this many entries were
     /// applied since the last snapshot.
-    #[arg(long, env = "KUBERAFT_SNAPSHOT_THRESHOLD_ENTRIES", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "KUBERAFT_SNAPSHOT_THRESHOLD_ENTRIES",
+        default_value_t = 10_000
+    )]
     pub snapshot_threshold_entries: u64,
 
     /// ... or once the entries applied since the last snapshot hold this many
     /// bytes.
     #[arg(long, env = "KUBERAFT_SNAPSHOT_THRESHOLD_BYTES", default_value_t = 64 << 20)]
     pub snapshot_threshold_bytes: u64,
+
+    /// Most bytes per second a leader streams to one follower when sending a
+    /// snapshot (0: no limit), so catching up a member does not starve the
+    /// network or the disk.
+    #[arg(long, env = "KUBERAFT_SNAPSHOT_SEND_RATE", default_value_t = 0)]
+    pub snapshot_send_rate: u64,
 
     /// How long a leader waits on SIGTERM for a follower to take over before
     /// it exits anyway.
@@ -116,6 +126,8 @@ pub struct NodeConfig {
     pub shutdown_transfer_timeout: Duration,
     pub snapshot_threshold_entries: u64,
     pub snapshot_threshold_bytes: u64,
+    /// Bytes per second; 0 is unlimited.
+    pub snapshot_send_rate: u64,
     pub log_format: LogFormat,
 }
 
@@ -185,6 +197,7 @@ impl NodeArgs {
             shutdown_transfer_timeout: Duration::from_millis(self.shutdown_transfer_timeout_ms),
             snapshot_threshold_entries: self.snapshot_threshold_entries.max(1),
             snapshot_threshold_bytes: self.snapshot_threshold_bytes.max(1),
+            snapshot_send_rate: self.snapshot_send_rate,
             log_format: self.log_format,
         })
     }

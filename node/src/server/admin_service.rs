@@ -168,7 +168,8 @@ impl Admin for AdminService {
             .and_then(|m| {
                 let mut m = m.clone();
                 m.suffrage = kuberaft_proto::raft::Suffrage::Learner as i32;
-                crate::raft::Member::try_from(m).map_err(|e| Status::invalid_argument(e.to_string()))
+                crate::raft::Member::try_from(m)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))
             })?;
         member.suffrage = Suffrage::Learner;
         if member.id == 0

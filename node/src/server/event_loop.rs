@@ -27,6 +27,9 @@ use crate::transport::Transport;
 /// latency bounded under a flood while still batching.
 const MAX_EVENTS_PER_TURN: usize = 4096;
 
+/// Most key and value bytes in one page of a scan.
+const MAX_SCAN_PAGE_BYTES: usize = 3 << 20;
+
 struct PendingRead {
     query: ReadQuery,
     reply: Reply<(ReadResult, kvpb::ResponseHeader)>,
@@ -65,6 +68,8 @@ pub struct EventLoop {
     snapshot_waiters: Vec<Reply<kuberaft_proto::admin::SnapshotResponse>>,
     /// Bytes of entries applied since the last snapshot.
     applied_bytes_since_snapshot: u64,
+    /// Set by the ticker while a tick waits in the queue.
+    tick_pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Our own sender, for background work to report back.
     events_tx: mpsc::UnboundedSender<Event>,
     /// The membership the transport was last set up for.
@@ -106,6 +111,7 @@ impl EventLoop {
             next_read_ctx: 1,
             pending_transfer: None,
             peer_answers: Vec::new(),
+            tick_pending: Default::default(),
             snapshot_in_progress: None,
             snapshot_waiters: Vec::new(),
             applied_bytes_since_snapshot: 0,
@@ -116,6 +122,11 @@ impl EventLoop {
         };
         el.sync_transport();
         el
+    }
+
+    /// The flag the ticker uses to keep at most one tick queued.
+    pub fn tick_pending(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.tick_pending.clone()
     }
 
     /// Runs until shutdown; an `Err` is a storage failure after which this
@@ -196,6 +207,8 @@ impl EventLoop {
     fn handle(&mut self, ev: Event) -> Result<(), String> {
         match ev {
             Event::Tick => {
+                self.tick_pending
+                    .store(false, std::sync::atomic::Ordering::Release);
                 self.node.tick();
                 self.check_transfer_deadline();
             }
@@ -207,10 +220,17 @@ impl EventLoop {
             }
             // The file is complete and durable under its final name; if the
             // core takes the snapshot, `persist` installs it from there.
-            Event::SnapshotReceived { msg, file: _, reply } => self.step_request(msg, reply),
+            Event::SnapshotReceived {
+                msg,
+                file: _,
+                reply,
+            } => self.step_request(msg, reply),
             Event::SnapshotSent { to, ok } => {
                 if ok {
-                    self.metrics.snapshots.get_or_create(&KindLabels { kind: "sent" }).inc();
+                    self.metrics
+                        .snapshots
+                        .get_or_create(&KindLabels { kind: "sent" })
+                        .inc();
                 }
                 self.node.report_snapshot(to, ok);
             }
@@ -325,7 +345,7 @@ impl EventLoop {
                     // Nothing applied since the newest snapshot: that one is current.
                     let answer = self.current_snapshot_response();
                     for w in self.snapshot_waiters.drain(..) {
-                        let _ = w.send(Ok(answer.clone()));
+                        let _ = w.send(Ok(answer));
                     }
                 }
             }
@@ -388,10 +408,20 @@ impl EventLoop {
                 limit,
             } => {
                 let page = self.disk.state_machine.scan(prefix, start_after, *limit);
-                ReadResult::Scan {
-                    kvs: page.kvs.into_iter().map(|(k, v)| key_value(k, &v)).collect(),
-                    more: page.more,
+                // Also bounded in bytes, so a page fits a client's default
+                // 4 MiB message limit; `more` sends it back for the rest.
+                let mut bytes = 0;
+                let mut more = page.more;
+                let mut kvs = Vec::with_capacity(page.kvs.len());
+                for (k, v) in page.kvs {
+                    bytes += k.len() + v.value.len() + 16;
+                    if !kvs.is_empty() && bytes > MAX_SCAN_PAGE_BYTES {
+                        more = true;
+                        break;
+                    }
+                    kvs.push(key_value(k, &v));
                 }
+                ReadResult::Scan { kvs, more }
             }
         }
     }
@@ -441,7 +471,9 @@ impl EventLoop {
             .spawn(move || {
                 let result = std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-                    .and_then(|()| kv::snapshot_file::write(&dir, &meta, &image).map_err(|e| e.to_string()));
+                    .and_then(|()| {
+                        kv::snapshot_file::write(&dir, &meta, &image).map_err(|e| e.to_string())
+                    });
                 let _ = tx.send(Event::SnapshotWritten { meta, result });
             });
         if let Err(e) = spawned {
@@ -464,7 +496,9 @@ impl EventLoop {
             Err(e) => {
                 tracing::warn!(member = self.cfg.id, error = %e, "writing a snapshot failed; the log is not compacted");
                 for w in self.snapshot_waiters.drain(..) {
-                    let _ = w.send(Err(ClientError::Internal(format!("writing the snapshot failed: {e}"))));
+                    let _ = w.send(Err(ClientError::Internal(format!(
+                        "writing the snapshot failed: {e}"
+                    ))));
                 }
                 return Ok(());
             }
@@ -477,7 +511,10 @@ impl EventLoop {
             .map_err(|e| format!("cannot compact the log: {e}"))?;
         self.node.compact(meta.clone());
         self.applied_bytes_since_snapshot = 0;
-        self.metrics.snapshots.get_or_create(&KindLabels { kind: "taken" }).inc();
+        self.metrics
+            .snapshots
+            .get_or_create(&KindLabels { kind: "taken" })
+            .inc();
         self.metrics.snapshot_bytes.set(file.size as i64);
         let answer = kuberaft_proto::admin::SnapshotResponse {
             last_included_index: meta.last_included_index,
@@ -485,13 +522,18 @@ impl EventLoop {
             size_bytes: file.size,
         };
         for w in self.snapshot_waiters.drain(..) {
-            let _ = w.send(Ok(answer.clone()));
+            let _ = w.send(Ok(answer));
         }
         Ok(())
     }
 
     fn current_snapshot_response(&self) -> kuberaft_proto::admin::SnapshotResponse {
-        let meta = self.disk.storage.snapshot_meta().cloned().unwrap_or_default();
+        let meta = self
+            .disk
+            .storage
+            .snapshot_meta()
+            .cloned()
+            .unwrap_or_default();
         let size = std::fs::metadata(self.disk.storage.snapshot_path(&meta)).map_or(0, |m| m.len());
         kuberaft_proto::admin::SnapshotResponse {
             last_included_index: meta.last_included_index,
@@ -507,7 +549,8 @@ impl EventLoop {
         let path = self.disk.storage.snapshot_path(meta);
         if meta.last_included_index == 0 && !path.exists() {
             let dir = self.disk.storage.snapshot_dir();
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let image = kv::SnapshotImage {
                 applied_index: 0,
                 data: kv::KvMap::new(),
@@ -574,7 +617,10 @@ impl EventLoop {
             .install_snapshot(meta)
             .map_err(|e| format!("cannot install snapshot {}: {e}", meta.last_included_index))?;
         self.applied_bytes_since_snapshot = 0;
-        self.metrics.snapshots.get_or_create(&KindLabels { kind: "installed" }).inc();
+        self.metrics
+            .snapshots
+            .get_or_create(&KindLabels { kind: "installed" })
+            .inc();
         Ok(())
     }
 

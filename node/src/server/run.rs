@@ -64,6 +64,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         me: cfg.id,
         events: events_tx.clone(),
         metrics: metrics.clone(),
+        snapshot_send_rate: cfg.snapshot_send_rate,
     });
     let snapshot_dir = disk.storage.snapshot_dir();
     let event_loop = EventLoop::new(
@@ -79,6 +80,27 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             metrics: metrics.clone(),
         },
     );
+    // The core's clock. At most one tick waits in the queue: while the
+    // event loop is stalled (a slow disk), time it did not see is dropped
+    // rather than replayed in a burst — a burst would fire election timeouts
+    // although the leader's messages were only waiting behind the stall.
+    let ticker_events = events_tx.clone();
+    let tick_pending = event_loop.tick_pending();
+    let tick = Duration::from_millis(u64::from(cfg.tick_ms));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            if tick_pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                continue;
+            }
+            if ticker_events.send(Event::Tick).is_err() {
+                return;
+            }
+        }
+    });
+
     let (loop_done_tx, mut loop_done) = watch::channel(None::<Result<(), String>>);
     std::thread::Builder::new()
         .name("raft-event-loop".into())
@@ -87,20 +109,6 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             let _ = loop_done_tx.send(Some(result));
         })
         .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
-
-    // The core's clock.
-    let ticker_events = events_tx.clone();
-    let tick = Duration::from_millis(u64::from(cfg.tick_ms));
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            interval.tick().await;
-            if ticker_events.send(Event::Tick).is_err() {
-                return;
-            }
-        }
-    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let forwarder = Forwarder::default();

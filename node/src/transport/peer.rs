@@ -41,6 +41,8 @@ pub struct PeerContext {
     pub me: NodeId,
     pub events: mpsc::UnboundedSender<Event>,
     pub metrics: crate::metrics::Metrics,
+    /// Snapshot streaming limit in bytes per second; 0 is unlimited.
+    pub snapshot_send_rate: u64,
 }
 
 pub fn client_for(channel: Channel) -> RaftClient<Channel> {
@@ -77,7 +79,14 @@ pub async fn run_peer(
                 }
                 let (ctx, client) = (ctx.clone(), client.clone());
                 snapshot_task = Some(tokio::spawn(async move {
-                    let result = snapshot_sender::send(&ctx.cluster, client, &msg, &file).await;
+                    let result = snapshot_sender::send(
+                        &ctx.cluster,
+                        client,
+                        &msg,
+                        &file,
+                        ctx.snapshot_send_rate,
+                    )
+                    .await;
                     let ok = match result {
                         Ok(resp) => {
                             let answer = wire::message::response_from_proto(

@@ -56,7 +56,8 @@ async fn wait(rx: oneshot::Receiver<PeerAnswer>) -> Result<(Option<raft::Message
 
 /// The RPC response carrying the core's answer.
 fn respond(answer: Option<raft::Message>, rpc: Rpc) -> Result<PeerResponse, Status> {
-    let m = answer.ok_or_else(|| Status::internal(format!("the core gave no answer to {}", rpc.name())))?;
+    let m = answer
+        .ok_or_else(|| Status::internal(format!("the core gave no answer to {}", rpc.name())))?;
     wire::message::response_to_proto(&m, rpc).map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -134,7 +135,9 @@ impl Raft for PeerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn install_snapshot(
@@ -184,7 +187,11 @@ impl Raft for PeerService {
         let (answer, _) = match tokio::time::timeout(Duration::from_secs(300), rx).await {
             Ok(Ok(a)) => a?,
             Ok(Err(_)) => return Err(Status::unavailable("member is shutting down")),
-            Err(_) => return Err(Status::deadline_exceeded("installing the snapshot took too long")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "installing the snapshot took too long",
+                ));
+            }
         };
         match respond(answer, Rpc::InstallSnapshot)? {
             PeerResponse::InstallSnapshot(r) => Ok(Response::new(r)),

@@ -23,6 +23,7 @@ pub async fn send(
     mut client: RaftClient<Channel>,
     msg: &Message,
     file: &Path,
+    bytes_per_second: u64,
 ) -> Result<pb::InstallSnapshotResponse, String> {
     let PeerRequest::InstallSnapshot(first) =
         wire::message::request_to_proto(msg, cluster).map_err(|e| e.to_string())?
@@ -40,8 +41,17 @@ pub async fn send(
     // Reading is blocking file I/O: a blocking thread feeds the stream.
     let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let mut first = Some(first);
+        let started = std::time::Instant::now();
         for chunk in chunks.by_ref() {
             let chunk = chunk.map_err(|e| e.to_string())?;
+            if bytes_per_second > 0 {
+                // Pace the stream: chunk k may leave once k chunks' worth of
+                // time has passed at the configured rate.
+                let due = Duration::from_secs_f64(chunk.offset as f64 / bytes_per_second as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             let msg = match first.take() {
                 Some(head) => pb::InstallSnapshotChunk {
                     offset: chunk.offset,
@@ -79,6 +89,8 @@ pub async fn send(
     match result {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-        Err(_) => Err(format!("snapshot transfer did not finish within {deadline:?}")),
+        Err(_) => Err(format!(
+            "snapshot transfer did not finish within {deadline:?}"
+        )),
     }
 }
