@@ -202,7 +202,16 @@ impl Dev {
 }
 
 impl Drop for Dev {
+    /// Ctrl-C first, so raftctl removes its temporary data dir even when a
+    /// test fails; SIGKILL if it does not exit (its members die with it).
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -36,6 +36,7 @@ pub fn status_table(views: &[MemberView]) -> Table {
         "COMMIT",
         "APPLIED",
         "LAST",
+        "SNAPSHOT",
         "SUFFRAGE",
         "SERVING",
     ]);
@@ -53,6 +54,7 @@ pub fn status_table(views: &[MemberView]) -> Table {
                 s.commit_index.to_string(),
                 s.applied_index.to_string(),
                 s.last_index.to_string(),
+                s.snapshot_index.to_string(),
                 suffrage_name(s.suffrage()).to_string(),
                 if s.serving { "yes" } else { "no" }.to_string(),
             ]),
@@ -471,9 +473,9 @@ mod tests {
         assert_eq!(
             status_table(&v).render(),
             "\
-ID  NAME   ENDPOINT        ROLE         TERM  LEADER   VOTED FOR  COMMIT  APPLIED  LAST  SUFFRAGE  SERVING
-1   dev-0  127.0.0.1:7101  leader       3     1 dev-0  1 dev-0    12      12       13    voter     yes
-2   dev-1  127.0.0.1:7103  follower     3     1 dev-0  1 dev-0    12      12       13    voter     yes
+ID  NAME   ENDPOINT        ROLE         TERM  LEADER   VOTED FOR  COMMIT  APPLIED  LAST  SNAPSHOT  SUFFRAGE  SERVING
+1   dev-0  127.0.0.1:7101  leader       3     1 dev-0  1 dev-0    12      12       13    0         voter     yes
+2   dev-1  127.0.0.1:7103  follower     3     1 dev-0  1 dev-0    12      12       13    0         voter     yes
 3   dev-2  127.0.0.1:7105  unreachable
 "
         );

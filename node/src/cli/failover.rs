@@ -13,6 +13,7 @@ use futures::future::join_all;
 use kuberaft_proto::admin::{Role, StatusResponse};
 use kuberaft_proto::kv::{self, kv_client::KvClient};
 use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -177,8 +178,17 @@ async fn writer(
 }
 
 pub async fn run(args: &FailoverArgs, global: &GlobalArgs) -> Result<(), CliError> {
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| CliError::new(format!("cannot catch SIGINT: {e}")))?;
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| CliError::new(format!("cannot catch SIGTERM: {e}")))?;
     let mut cluster = LocalCluster::start(&args.cluster)?;
-    let result = measure(&mut cluster, args, global).await;
+    // Interrupted or not, the members are stopped and the data dir removed.
+    let result = tokio::select! {
+        r = measure(&mut cluster, args, global) => r,
+        _ = sigint.recv() => Err(CliError::new("interrupted; stopped the cluster")),
+        _ = sigterm.recv() => Err(CliError::new("terminated; stopped the cluster")),
+    };
     cluster.stop_all(Duration::from_secs(5)).await;
     result
 }
