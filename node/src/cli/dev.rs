@@ -80,9 +80,9 @@ pub fn banner(cluster: &LocalCluster, keys: bool) -> Vec<String> {
         ),
         String::new(),
         "Try, in another terminal:".into(),
-        format!("  export KUBERAFT_ENDPOINTS={endpoints}"),
-        format!("  {me} put hello world && {me} get hello"),
-        format!("  {me} --endpoints {endpoints} status"),
+        format!("  {me} --endpoints {endpoints} put hello world"),
+        format!("  {me} --endpoints {endpoints} get hello"),
+        format!("  export KUBERAFT_ENDPOINTS={endpoints}   # then: {me} status, watch, bench"),
         String::new(),
     ];
     if keys {
@@ -103,6 +103,13 @@ pub fn banner(cluster: &LocalCluster, keys: bool) -> Vec<String> {
     }
     lines.push(String::new());
     lines
+}
+
+/// Prints a line; false once standard output is gone (a closed pipe), so
+/// the view stops and the members are stopped instead of raftctl dying.
+fn say(line: &str) -> bool {
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{line}").is_ok()
 }
 
 /// The index of the member that leads in the highest term, as the view knows.
@@ -129,7 +136,7 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
     let tty = std::io::stdout().is_terminal();
     let key_mode = if tty { KeyMode::enable() } else { None };
     for line in banner(&cluster, key_mode.is_some()) {
-        println!("{line}");
+        say(&line);
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -240,8 +247,11 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
             }
             Some(_) => {}
             None => {
-                for line in said.drain(..) {
-                    println!("{}  {line}", since(start));
+                let printed = said
+                    .drain(..)
+                    .all(|line| say(&format!("{}  {line}", since(start))));
+                if !printed {
+                    break "standard output closed";
                 }
             }
         }
@@ -251,18 +261,18 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
         s.finish();
     }
     drop(key_mode);
-    println!(
+    say(&format!(
         "{reason}: stopping {} members…",
         cluster.members.iter().filter(|m| m.is_running()).count()
-    );
+    ));
     stop(&mut cluster, &mut sigint).await;
     let data = cluster.data_dir().display().to_string();
     let temporary = cluster.is_temporary();
     drop(cluster);
     if temporary {
-        println!("stopped; removed {data}");
+        say(&format!("stopped; removed {data}"));
     } else {
-        println!("stopped; data kept in {data}");
+        say(&format!("stopped; data kept in {data}"));
     }
     Ok(())
 }
@@ -303,11 +313,11 @@ async fn stop(cluster: &mut LocalCluster, sigint: &mut tokio::signal::unix::Sign
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                println!("members still running after {}s: killing them", STOP_GRACE.as_secs());
+                say(&format!("members still running after {}s: killing them", STOP_GRACE.as_secs()));
                 break;
             }
             _ = sigint.recv() => {
-                println!("interrupted again: killing the members");
+                say("interrupted again: killing the members");
                 break;
             }
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
