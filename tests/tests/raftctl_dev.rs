@@ -45,7 +45,7 @@ struct Dev {
     out: PathBuf,
     endpoints: String,
     base: u16,
-    _scratch: tempfile::TempDir,
+    scratch: tempfile::TempDir,
 }
 
 impl Dev {
@@ -86,7 +86,7 @@ impl Dev {
             out,
             endpoints,
             base,
-            _scratch: scratch,
+            scratch: scratch,
         }
     }
 
@@ -322,6 +322,19 @@ fn dev_follows_an_election_after_the_leader_is_killed() {
     let leader = status["leader_id"].as_u64().expect("leader id");
     let term = status["members"][0]["status"]["term"].as_u64().unwrap_or(0);
     let leader_pid = pids[(leader - 1) as usize];
+    // raftctl watch follows the same election from outside.
+    let watch_out = dev.scratch.path().join("watch.out");
+    let mut watch = Command::new(raftctl_bin())
+        .args(["--endpoints", &dev.endpoints, "watch"])
+        .stdout(std::fs::File::create(&watch_out).expect("watch output"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start raftctl watch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&watch_out).is_ok_and(|o| o.matches(" is up: ").count() == 3) {
+        assert!(Instant::now() < deadline, "raftctl watch saw no members");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SAFETY: a pid raftctl dev printed; it is its child, not yet reaped.
     unsafe {
         libc::kill(leader_pid, libc::SIGKILL);
@@ -343,6 +356,20 @@ fn dev_follows_an_election_after_the_leader_is_killed() {
     }
     // Writes go on through the remaining majority.
     dev.ok(&["put", "after", "failover"]);
+    let watched = std::fs::read_to_string(&watch_out).unwrap_or_default();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        watched.contains(&format!("dev-{} is unreachable", leader - 1)),
+        "{watched}"
+    );
+    assert!(
+        watched
+            .lines()
+            .any(|l| l.contains("won the election")
+                && !l.contains(&format!("leader of term {term}"))),
+        "{watched}"
+    );
     dev.signal(libc::SIGTERM);
     assert_eq!(dev.wait(Duration::from_secs(15)), Some(0));
     assert!(all_gone_within(&pids, Duration::from_secs(1)));
@@ -395,4 +422,55 @@ fn members_die_with_raftctl_even_when_it_is_killed() {
     );
     // A killed raftctl cannot clean up its temporary dir; the test does.
     let _ = std::fs::remove_dir_all(data);
+}
+
+#[test]
+fn the_benchmarks_run_end_to_end() {
+    let mut dev = Dev::start(3, &[]);
+    let pids = dev.pids();
+    dev.wait_one_leader();
+    for extra in [&[][..], &["--read", "--keys", "50"][..]] {
+        let mut args = vec![
+            "bench",
+            "--clients",
+            "4",
+            "--seconds",
+            "1",
+            "--warmup-seconds",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let v: Value = serde_json::from_str(&dev.ok(&args)).expect("bench JSON");
+        assert!(v["ops"].as_u64().unwrap_or(0) > 0, "{v}");
+        assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+        assert!(v["latency_ms"]["p99"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+    }
+    dev.signal(libc::SIGINT);
+    assert_eq!(dev.wait(Duration::from_secs(15)), Some(0));
+    assert!(all_gone_within(&pids, Duration::from_secs(1)));
+
+    // failover-bench runs its own cluster and leaves nothing behind.
+    let base = free_base_port(3).to_string();
+    let o = Command::new(raftctl_bin())
+        .args([
+            "failover-bench",
+            "--rounds",
+            "2",
+            "--settle-ms",
+            "200",
+            "--base-port",
+            &base,
+            "--json",
+        ])
+        .output()
+        .expect("run failover-bench");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("failover JSON");
+    assert_eq!(v["rounds"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["missing_acknowledged_writes"], 0, "{v}");
+    assert!(v["acknowledged_writes"].as_u64().unwrap_or(0) > 0, "{v}");
+    for r in v["rounds"].as_array().into_iter().flatten() {
+        assert!(r["new_term"].as_u64() > r["old_term"].as_u64(), "{r}");
+    }
 }
