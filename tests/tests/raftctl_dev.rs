@@ -86,7 +86,7 @@ impl Dev {
             out,
             endpoints,
             base,
-            scratch: scratch,
+            scratch,
         }
     }
 
