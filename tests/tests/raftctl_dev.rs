@@ -23,7 +23,8 @@ fn raftctl_bin() -> PathBuf {
 /// A base port with `3 * nodes` free ports after it.
 fn free_base_port(nodes: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + rand_u16() % 20_000;
+        // Below the ephemeral range (32768+), where free_port() picks.
+        let base = 20_000 + rand_u16() % 12_000;
         let free =
             (base..base + 3 * nodes).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
