@@ -733,6 +733,9 @@ impl EventLoop {
         if self.node.membership() != &self.synced_membership {
             self.synced_membership = self.node.membership().clone();
             self.transport.sync(&self.synced_membership, &self.runtime);
+            // Status readers (the operator) should see a membership change at once.
+            self.status
+                .publish(&self.node, self.disk.state_machine.applied_index(), true);
         }
     }
 }
