@@ -16,6 +16,7 @@ use super::admin_service::AdminService;
 use super::event::Event;
 use super::event_loop::{EventLoop, Parts};
 use super::forward::Forwarder;
+use super::incarnations::Incarnations;
 use super::kv_service::KvService;
 use crate::config::NodeConfig;
 use crate::disk::Disk;
@@ -28,7 +29,7 @@ use crate::transport::service::PeerService;
 
 /// Runs a member until SIGTERM or SIGINT. An `Err` is one line for the user.
 pub async fn run(cfg: NodeConfig) -> Result<(), String> {
-    let (disk, restored) = tokio::task::block_in_place(|| open_data_dir(&cfg))?;
+    let (mut disk, restored) = tokio::task::block_in_place(|| open_data_dir(&cfg))?;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -58,6 +59,11 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let metrics = Metrics::new();
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let incarnations = Incarnations::new(
+        disk.storage.identity().incarnation,
+        known_incarnations(&mut disk, node.membership())?,
+        events_tx.clone(),
+    );
     let (status_tx, status_rx) = watch::channel(adminpb::StatusResponse::default());
     let transport = Transport::new(PeerContext {
         cluster: cfg.cluster.clone(),
@@ -65,6 +71,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         events: events_tx.clone(),
         metrics: metrics.clone(),
         snapshot_send_rate: cfg.snapshot_send_rate,
+        incarnations: incarnations.clone(),
     });
     let snapshot_dir = disk.storage.snapshot_dir();
     let event_loop = EventLoop::new(
@@ -76,6 +83,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             runtime: tokio::runtime::Handle::current(),
             events: events_rx,
             events_tx: events_tx.clone(),
+            incarnations: incarnations.clone(),
             status: status_tx,
             metrics: metrics.clone(),
         },
@@ -117,6 +125,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         me: cfg.id,
         events: events_tx.clone(),
         snapshot_dir,
+        incarnations,
     };
     let mut stop = stop_rx.clone();
     let peer_server = tokio::spawn(
@@ -270,4 +279,29 @@ fn open_data_dir(cfg: &NodeConfig) -> Result<(Disk, RestoredState), String> {
         }
     };
     Ok((disk, restored))
+}
+
+/// The incarnations this member remembers for its peers, minus those of
+/// members no longer in its configuration (they left while it was down; a new
+/// incarnation of them may be added back).
+fn known_incarnations(
+    disk: &mut Disk,
+    membership: &raft::Membership,
+) -> Result<std::collections::BTreeMap<raft::NodeId, u64>, String> {
+    let mut known = disk
+        .storage
+        .peer_incarnations()
+        .map_err(|e| e.to_string())?;
+    let gone: Vec<raft::NodeId> = known
+        .keys()
+        .filter(|id| !membership.contains(**id))
+        .copied()
+        .collect();
+    for id in gone {
+        known.remove(&id);
+        disk.storage
+            .record_peer_incarnation(id, None)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(known)
 }
