@@ -20,13 +20,13 @@ fn raftctl_bin() -> PathBuf {
     .clone()
 }
 
-/// A base port with `3 * nodes` free ports after it.
+/// A base port with the ports of `nodes` members, and one more, free.
 fn free_base_port(nodes: u16) -> u16 {
     for _ in 0..200 {
         // Below the ephemeral range (32768+), where free_port() picks.
         let base = 20_000 + rand_u16() % 12_000;
         let free =
-            (base..base + 3 * nodes).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            (base..base + 3 * (nodes + 1)).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return base;
         }
@@ -474,4 +474,60 @@ fn the_benchmarks_run_end_to_end() {
     for r in v["rounds"].as_array().into_iter().flatten() {
         assert!(r["new_term"].as_u64() > r["old_term"].as_u64(), "{r}");
     }
+}
+
+#[test]
+fn membership_and_leadership_through_raftctl() {
+    let mut dev = Dev::start(3, &[]);
+    let pids = dev.pids();
+    dev.wait_one_leader();
+
+    // A fourth member, started empty, is added as a learner, then promoted.
+    let (peer, client, http) = (dev.base + 9, dev.base + 10, dev.base + 11);
+    let data = dev.scratch.path().join("dev-3");
+    let mut joiner = Command::new(node_binary())
+        .args(["--cluster=dev", "--id=4", "--name=dev-3"])
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--peer-listen=127.0.0.1:{peer}"))
+        .arg(format!("--client-listen=127.0.0.1:{client}"))
+        .arg(format!("--http-listen=127.0.0.1:{http}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the fourth member");
+    let peer_addr = format!("127.0.0.1:{peer}");
+    let client_addr = format!("127.0.0.1:{client}");
+    let add = [
+        "member",
+        "add",
+        "4",
+        "dev-3",
+        "--peer-addr",
+        &peer_addr,
+        "--client-addr",
+        &client_addr,
+        "--learner-only",
+        "--command-timeout",
+        "20s",
+    ];
+    let list = dev.ok(&add);
+    assert!(list.contains("4   dev-3  learner"), "{list}");
+    dev.ok(&["member", "promote", "4", "--command-timeout", "20s"]);
+    let list = dev.ok(&["member", "list"]);
+    assert!(list.contains("4   dev-3  voter"), "{list}");
+
+    // Leadership moves where it is asked to.
+    let moved = dev.ok(&["transfer-leader", "--to", "4"]);
+    assert!(moved.starts_with("leader is now 4 dev-3"), "{moved}");
+    let moved = dev.ok(&["transfer-leader", "--to", "2"]);
+    assert!(moved.starts_with("leader is now 2 dev-1"), "{moved}");
+
+    let list = dev.ok(&["member", "remove", "4", "--command-timeout", "20s"]);
+    assert!(!list.contains("dev-3"), "{list}");
+    let _ = joiner.kill();
+    let _ = joiner.wait();
+
+    dev.signal(libc::SIGINT);
+    assert_eq!(dev.wait(Duration::from_secs(15)), Some(0));
+    assert!(all_gone_within(&pids, Duration::from_secs(1)));
 }
