@@ -25,8 +25,8 @@ fn free_base_port(nodes: u16) -> u16 {
     for _ in 0..200 {
         // Below the ephemeral range (32768+), where free_port() picks.
         let base = 20_000 + rand_u16() % 12_000;
-        let free =
-            (base..base + 3 * (nodes + 1)).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        let free = (base..base + 3 * (nodes + 1))
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return base;
         }
