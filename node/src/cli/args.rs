@@ -216,12 +216,16 @@ pub struct ClusterArgs {
     #[arg(long, env = "KUBERAFT_NODE_BINARY")]
     pub node_binary: Option<PathBuf>,
 
-    /// Election timeout range and heartbeat passed to every member (ms);
-    /// the node's defaults (150-300, 50) when unset.
+    /// Passed to every member: lower bound of the randomized election
+    /// timeout (ms) [node default: 150].
     #[arg(long)]
     pub election_timeout_min_ms: Option<u32>,
+    /// Passed to every member: upper bound of the election timeout (ms)
+    /// [node default: 300].
     #[arg(long)]
     pub election_timeout_max_ms: Option<u32>,
+    /// Passed to every member: how often a leader sends heartbeats (ms)
+    /// [node default: 50].
     #[arg(long)]
     pub heartbeat_interval_ms: Option<u32>,
 
