@@ -9,7 +9,6 @@ use kuberaft_proto::kv::kv_server::KvServer;
 use kuberaft_proto::raft::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use super::admin_service::AdminService;
@@ -138,7 +137,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
+            .serve_with_incoming_shutdown(incoming(peer_listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             }),
     );
@@ -193,7 +192,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             .add_service(AdminServer::new(admin_service))
             .add_service(health_service)
             .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
+            .serve_with_incoming_shutdown(incoming(client_listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             }),
     );
@@ -304,4 +303,13 @@ fn known_incarnations(
             .map_err(|e| e.to_string())?;
     }
     Ok(known)
+}
+
+/// Accepted connections with TCP_NODELAY (the builder's `tcp_nodelay` does
+/// not apply to a listener we bind ourselves): without it, an answer written
+/// in two segments waits for the client's delayed ACK, up to 40 ms.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)))
 }
