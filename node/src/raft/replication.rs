@@ -175,6 +175,17 @@ impl Raft {
                 seq,
                 ..
             } => {
+                // A leader's log only grows during its term, and followers
+                // acknowledge only what it sent them: a claim beyond its last
+                // index is forged or corrupt, and counting it would commit
+                // entries the follower does not hold.
+                if success && match_index > self.log.last_index() {
+                    return Err(StepError::Malformed(format!(
+                        "member {} acknowledges index {match_index}, beyond the leader's last index {}",
+                        m.from,
+                        self.log.last_index()
+                    )));
+                }
                 self.handle_append_response(
                     m.from,
                     success,
