@@ -287,10 +287,13 @@ impl Scene {
         node.crash(&mut self.ck, CrashPoint::Idle);
     }
 
+    /// Boots `id` from its disk; booting includes handling its first
+    /// `Ready` (re-applying the committed entries after its snapshot).
     pub fn restart(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("member");
         let r = node.start(id + 1_000, &mut self.ck);
         self.check(r);
+        self.flush(id);
     }
 
     /// Adds a member with an empty disk (it is not in any configuration
