@@ -58,9 +58,10 @@
 //!   leadership (§3.10) followed by the removal, proposed by the new leader.
 //! - **The log since the last snapshot is kept in memory**, as etcd's
 //!   MemoryStorage does; snapshots bound it.
-//! - The leader persists its own entries before sending them (no parallel
-//!   disk write and send, thesis §10.2.1), which keeps the `Ready` contract
-//!   simple; group commit recovers the throughput.
+//! - A leader sends its AppendEntries before its own entries are durable
+//!   (`Ready::leader_messages`, thesis §10.2.1) so its disk write overlaps
+//!   the followers'; it counts itself towards a majority only once its write
+//!   is done. Everything else a member sends waits for its disk.
 
 pub mod config;
 mod election;

@@ -18,6 +18,11 @@ const MAX_APPLY_BYTES: usize = 64 << 20;
 
 /// Everything the caller must do after a turn, in this order:
 ///
+/// 0. **Send** `leader_messages` — at once, even before step 1. They are a
+///    leader's AppendEntries, heartbeats, snapshots and TimeoutNow, which
+///    promise nothing about the leader's own disk, so the leader's write and
+///    the followers' writes overlap (thesis §10.2.1); the leader counts itself
+///    towards a majority only once its write is done (`advance`).
 /// 1. **Persist** `snapshot` (install its data), then truncate the stored log
 ///    at `entries[0].index` and write `entries`, then `hard_state` — and make
 ///    it durable (fsync) if [`Ready::must_sync`] says so.
@@ -34,6 +39,10 @@ pub struct Ready {
     pub snapshot: Option<SnapshotMeta>,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
+    /// A leader's requests that may leave before step 1 (see above). Empty
+    /// when this `Ready` changes the term or the vote: a leader's term must
+    /// be durable before it acts in it.
+    pub leader_messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
     must_sync: bool,
@@ -275,12 +284,30 @@ impl RawNode {
             hard_state: Some(hard),
             soft_state: Some(soft),
         });
+        let mut messages = std::mem::take(&mut r.msgs);
+        let term_or_vote_changed = hard.current_term != self.prev_hard.current_term
+            || hard.voted_for != self.prev_hard.voted_for;
+        let leader_messages = if r.role == Role::Leader && !term_or_vote_changed && snapshot.is_none() {
+            let (early, late) = messages.into_iter().partition(|m| {
+                matches!(
+                    m.body,
+                    MessageBody::AppendEntries { .. }
+                        | MessageBody::InstallSnapshot { .. }
+                        | MessageBody::TimeoutNow
+                )
+            });
+            messages = late;
+            early
+        } else {
+            Vec::new()
+        };
         Ready {
             soft_state: (soft != self.prev_soft).then_some(soft),
             hard_state,
             snapshot,
             entries,
-            messages: std::mem::take(&mut r.msgs),
+            messages,
+            leader_messages,
             committed_entries,
             read_states: std::mem::take(&mut r.read_states),
             must_sync,

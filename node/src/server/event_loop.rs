@@ -573,7 +573,10 @@ impl EventLoop {
 
     fn process_ready(&mut self) -> Result<(), String> {
         while self.node.has_ready() {
-            let rd = self.node.ready();
+            let mut rd = self.node.ready();
+            // A leader's requests go first: its disk write then overlaps
+            // the followers' (thesis §10.2.1).
+            self.send(std::mem::take(&mut rd.leader_messages));
             self.persist(&rd)?;
             // What the answers promise is durable now.
             let term = self.node.term();

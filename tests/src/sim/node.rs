@@ -255,6 +255,44 @@ impl SimNode {
 
     // ---------------------------------------------------------------- ready
 
+    /// Hands messages to the network, with the snapshot data an
+    /// InstallSnapshot needs.
+    fn send(
+        &mut self,
+        ck: &mut Checker,
+        out: &mut Output,
+        messages: Vec<Message>,
+    ) -> Result<(), Violation> {
+        let id = self.id;
+        for msg in messages {
+            ck.on_send(id, &msg, &self.disk)?;
+            let snapshot = match &msg.body {
+                MessageBody::InstallSnapshot { snapshot } => {
+                    let stored = self.disk.snapshot();
+                    if &stored.meta != snapshot {
+                        // The member replaced that snapshot since it
+                        // queued the message (it installed a newer one in
+                        // this very Ready, say): the data is gone, so the
+                        // transfer fails, and the leader, if it still is
+                        // one, retries with the snapshot it has now.
+                        if stored.meta.last_included_index < snapshot.last_included_index {
+                            return Err(Violation(format!(
+                                "member {id} sends a snapshot of index {} but stores an older one, of index {}",
+                                snapshot.last_included_index, stored.meta.last_included_index
+                            )));
+                        }
+                        out.unsent_snapshots.push((id, msg.to));
+                        continue;
+                    }
+                    Some(Box::new(stored.clone()))
+                }
+                _ => None,
+            };
+            out.messages.push(Envelope { msg, snapshot });
+        }
+        Ok(())
+    }
+
     /// Handles every `Ready` the member has, in the order of the contract.
     pub fn handle_ready(&mut self, ck: &mut Checker, out: &mut Output) -> Result<(), Violation> {
         let id = self.id;
@@ -265,8 +303,12 @@ impl SimNode {
             if !raw.has_ready() {
                 return Ok(());
             }
-            let rd = raw.ready();
+            let mut rd = raw.ready();
             ck.on_ready(id, &rd, &self.disk)?;
+            // 0. A leader's requests leave before its own write (§10.2.1):
+            // a crash right after loses its entries here but not there.
+            let early = std::mem::take(&mut rd.leader_messages);
+            self.send(ck, out, early)?;
             if self.crash_in_ready == Some(CrashPoint::BeforePersist) {
                 self.crash(ck, CrashPoint::BeforePersist);
                 return Ok(());
@@ -325,32 +367,7 @@ impl SimNode {
             }
 
             // 2. Send.
-            for msg in rd.messages {
-                ck.on_send(id, &msg, &self.disk)?;
-                let snapshot = match &msg.body {
-                    MessageBody::InstallSnapshot { snapshot } => {
-                        let stored = self.disk.snapshot();
-                        if &stored.meta != snapshot {
-                            // The member replaced that snapshot since it
-                            // queued the message (it installed a newer one in
-                            // this very Ready, say): the data is gone, so the
-                            // transfer fails, and the leader, if it still is
-                            // one, retries with the snapshot it has now.
-                            if stored.meta.last_included_index < snapshot.last_included_index {
-                                return Err(Violation(format!(
-                                    "member {id} sends a snapshot of index {} but stores an older one, of index {}",
-                                    snapshot.last_included_index, stored.meta.last_included_index
-                                )));
-                            }
-                            out.unsent_snapshots.push((id, msg.to));
-                            continue;
-                        }
-                        Some(Box::new(stored.clone()))
-                    }
-                    _ => None,
-                };
-                out.messages.push(Envelope { msg, snapshot });
-            }
+            self.send(ck, out, rd.messages)?;
 
             // 3. Apply.
             for e in &rd.committed_entries {
