@@ -228,13 +228,24 @@ impl RaftLog {
 
     /// Entries from `from` on, up to `max_bytes` (at least one if any).
     pub fn entries_from(&self, from: Index, max_bytes: usize) -> Vec<Entry> {
+        self.entries_in(from, self.last_index(), max_bytes)
+    }
+
+    /// Entries `from..=to` that the log holds, up to `max_bytes` (at least
+    /// one if any).
+    fn entries_in(&self, from: Index, to: Index, max_bytes: usize) -> Vec<Entry> {
         let base = self.snapshot.last_included_index;
-        if from <= base || from > self.last_index() {
+        let to = to.min(self.last_index());
+        if from <= base || from > to {
             return Vec::new();
         }
-        let mut out = Vec::new();
+        let (start, end) = ((from - base - 1) as usize, (to - base) as usize);
+        // Every entry counts at least 24 bytes (`Entry::size`), which bounds
+        // how many fit; sizing the vector once saves copying it as it grows.
+        let fit = max_bytes / 24 + 1;
+        let mut out = Vec::with_capacity((end - start).min(fit));
         let mut bytes = 0;
-        for e in self.entries.range((from - base - 1) as usize..) {
+        for e in self.entries.range(start..end) {
             bytes += e.size();
             if !out.is_empty() && bytes > max_bytes {
                 break;
@@ -266,9 +277,7 @@ impl RaftLog {
         if self.applied >= self.committed {
             return Vec::new();
         }
-        let mut out = self.entries_from(self.applied + 1, max_bytes);
-        out.retain(|e| e.index <= self.committed);
-        out
+        self.entries_in(self.applied + 1, self.committed, max_bytes)
     }
 
     pub fn has_next_committed(&self) -> bool {

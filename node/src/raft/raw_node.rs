@@ -23,8 +23,9 @@ const MAX_APPLY_BYTES: usize = 64 << 20;
 ///    promise nothing about the leader's own disk, so the leader's write and
 ///    the followers' writes overlap (thesis §10.2.1); the leader counts itself
 ///    towards a majority only once its write is done (`advance`).
-/// 1. **Persist** `snapshot` (install its data), then truncate the stored log
-///    at `entries[0].index` and write `entries`, then `hard_state` — and make
+/// 1. **Persist** `snapshot` (install its data; it replaces the whole stored
+///    log, whose entries do not match it), then truncate the stored log at
+///    `entries[0].index` and write `entries`, then `hard_state` — and make
 ///    it durable (fsync) if [`Ready::must_sync`] says so.
 /// 2. **Send** `messages`. Votes and append answers among them promise that
 ///    step 1 is on disk, which is why they wait for it.
@@ -177,6 +178,8 @@ impl RawNode {
     }
 
     /// The transport finished (`ok`) or abandoned streaming a snapshot to `to`.
+    /// Every InstallSnapshot sent must be reported once, or the leader waits
+    /// for that follower until it steps down.
     pub fn report_snapshot(&mut self, to: NodeId, ok: bool) {
         self.raft.report_snapshot(to, ok)
     }

@@ -25,6 +25,7 @@ impl Raft {
             }
             let next = pr.next_index;
             let replicating = pr.state == ReplicationState::Replicate;
+            let known_to_match = pr.match_index + 1 >= next;
             if next < self.log.first_index() {
                 // §7: the entries it needs are compacted; send the snapshot.
                 self.send_snapshot(to);
@@ -35,7 +36,11 @@ impl Raft {
                 return;
             };
             let entries = self.log.entries_from(next, self.cfg.max_append_bytes);
-            if entries.is_empty() && replicating {
+            if entries.is_empty() && (replicating || known_to_match) {
+                // Nothing to send. An empty probe is worth sending only to
+                // learn whether the follower holds `next - 1`; one already
+                // known to would answer without progress, re-arming the next
+                // empty probe: a ping-pong for ever.
                 return;
             }
             let last = entries.last().map_or(prev_log_index, |e| e.index);
@@ -229,13 +234,12 @@ impl Raft {
             let advanced = pr.maybe_update(matched);
             match pr.state {
                 // The probe found where the logs agree: stream from there.
-                // This holds without progress too: a follower that already
-                // has everything answers each probe without any, and probing
-                // again for every such answer would ping-pong forever.
-                ReplicationState::Probe if advanced || matched + 1 >= pr.next_index => {
-                    pr.become_replicate()
-                }
-                // An older answer: the follower is reachable, probe again.
+                // Only progress shows that: an answer that tells nothing new
+                // may be a late one, to a message of an earlier stream, and
+                // streaming a whole window again for each of those multiplies
+                // the traffic when messages are reordered.
+                ReplicationState::Probe if advanced => pr.become_replicate(),
+                // The follower is reachable: the next probe may go out now.
                 ReplicationState::Probe => pr.probe_sent = false,
                 ReplicationState::Snapshot { pending } if pr.match_index >= pending => {
                     pr.become_replicate()

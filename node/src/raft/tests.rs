@@ -258,7 +258,52 @@ fn a_follower_that_already_has_everything_is_not_probed_again_for_each_answer() 
         "each answer was met with another probe: {:?}",
         r.msgs
     );
-    assert_eq!(r.progress[&2].state, ReplicationState::Replicate);
+}
+
+#[test]
+fn late_answers_while_probing_do_not_each_stream_a_whole_window() {
+    let membership = Membership::new((1..=3).map(member));
+    let restored = RestoredState {
+        snapshot: SnapshotMeta {
+            membership,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut cfg = Config::with_tick_ms(1, 10, 7);
+    cfg.max_append_bytes = 1;
+    let mut r = raft::Raft::new(cfg, restored).unwrap();
+    r.become_candidate();
+    r.become_leader();
+    for _ in 0..100 {
+        r.propose(Bytes::from_static(b"x")).unwrap();
+    }
+    let term = r.term;
+    // Member 2 matched up to 4; a reordered stream made the leader probe it
+    // at 5. Answers to that earlier stream keep arriving, none with news.
+    let pr = r.progress.get_mut(&2).unwrap();
+    pr.match_index = 4;
+    pr.become_probe(5);
+    r.msgs.clear();
+    for _ in 0..10 {
+        r.step(Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index: 4,
+                reject_index: 0,
+                conflict_term: 0,
+                conflict_index: 0,
+                last_log_index: 4,
+                seq: 0,
+            },
+        })
+        .unwrap();
+    }
+    let sent = r.msgs.iter().filter(|m| m.to == 2).count();
+    assert!(sent <= 10, "{sent} messages for 10 answers without news");
 }
 
 #[test]

@@ -165,8 +165,14 @@ pub enum MessageBody {
         seq: u64,
     },
     /// Invoked by the leader to send a snapshot to a follower that needs
-    /// entries it has already compacted (§7). The data travels beside the
-    /// message (the transport streams it); the core sees the description.
+    /// entries it has already compacted (§7), or that joined with an empty
+    /// disk (then possibly the bootstrap snapshot of index 0: an empty state
+    /// machine and the founding configuration). The data travels beside the
+    /// message: the transport streams the sender's stored snapshot whose
+    /// description this is, and reports the outcome with
+    /// `RawNode::report_snapshot`. If the sender no longer stores it (it
+    /// installed or took a newer one, even in the same `Ready`), the
+    /// transport drops the message and reports the transfer failed.
     InstallSnapshot {
         snapshot: SnapshotMeta,
     },

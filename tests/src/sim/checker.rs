@@ -161,10 +161,6 @@ impl Checker {
         &self.configs[i.saturating_sub(1)].1
     }
 
-    pub fn leader_of(&self, term: Term) -> Option<NodeId> {
-        self.leaders.get(&term).copied()
-    }
-
     // ------------------------------------------------------------ observing
 
     /// A member (re)started from its disk: a fresh incarnation.

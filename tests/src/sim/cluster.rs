@@ -339,18 +339,4 @@ impl Cluster {
             self.inbox.entry(leader).or_default().push(input);
         }
     }
-
-    /// Runs a member's `Ready`s now (after a proposal, say) and sends them.
-    pub fn flush(&mut self, id: NodeId) -> Result<(), Violation> {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            node.handle_ready(&mut self.ck, &mut self.out)?;
-        }
-        self.dispatch(id);
-        Ok(())
-    }
-
-    /// Forgets every message in flight (for benches that reset the world).
-    pub fn quiesce_inboxes(&mut self) {
-        self.inbox.clear();
-    }
 }

@@ -24,32 +24,37 @@
 //! membership entry (committed entries are final, so `G` is well defined),
 //! and asserts, at every decision:
 //!
-//! - **M1, elections**: a new leader's configuration is the one its own log
-//!   defines (the core agrees with this model), its log holds at most one
-//!   membership entry above the commit index, and so its voters differ from
-//!   `G`'s by at most one member.
-//! - **M2, commits**: whenever a leader advances its commit index, every
-//!   majority of its voters intersects every majority of `G`'s voters (taken
-//!   before that commit). In the 2015 bug, the stale leader's commit under
-//!   `G + {5}` after `G - {4}` was committed is exactly what M2 rejects.
+//! - **M1, elections**: a new leader of a term later than every commit so
+//!   far has the configuration its own log defines (the core agrees with this
+//!   model), its log holds at most one membership entry above the commit
+//!   index, and so its voters differ from `G`'s by at most one member. (A
+//!   leader of an older term that shows up late decides nothing; see the
+//!   checker.)
+//! - **M2, commits**: whenever a leader's commit extends the committed log,
+//!   every majority of its voters intersects every majority of `G`'s voters
+//!   (taken before that commit). In the 2015 bug, the stale leader's commit
+//!   under `G + {5}` after `G - {4}` was committed is exactly what M2 rejects.
 //! - **M3, proposals**: a leader appends a membership entry only when the
 //!   previous one in its log is committed and an entry of its own term is
 //!   committed (the 2015 fix).
 //!
-//! Why this implies that no two disjoint majorities decide: by M3, `G`
-//! changes one server at a time, and each change is made by a leader that had
-//! already committed in its term, which means a majority of the configuration
-//! before the change had accepted that leader's term and so refuses any older
-//! leader from then on. By M1 and M2, every election and every commit is made
-//! by a majority that overlaps every majority of `G` at that moment. A
-//! decision of term `T1` and a later election of term `T2` therefore either
-//! see the same `G` (their majorities both overlap `G`'s and the member in
-//! common with the deciding majority has moved to a later term or holds the
-//! decision), or `G` moved in between, and each single step moved it through
-//! a majority that already held term `T1`'s decision. The direct properties
+//! Why these rule out two disjoint majorities deciding. By M3 and Log
+//! Matching, every membership entry in any log except the last is committed,
+//! so a member's configuration is a committed one or one change past it, and
+//! `G` moves one server at a time. Take a commit of term `T1` and a later
+//! election of term `T2`. If `G` did not move in between, both configurations
+//! are within one change of the same `G`; the only disjoint pair is two
+//! *different* pending changes, `G + {a}` of an older leader and `G - {b}` of
+//! a newer one, and by M3 the newer leader proposed its change only after a
+//! majority of `G` accepted its term — a majority that meets every majority
+//! of `G + {a}` and so stops the older leader from deciding again, which M2
+//! would flag if it happened. If `G` moved in between, each move was
+//! committed by a majority meeting the majorities of the `G` before it (M2),
+//! so what term `T1` committed travels with every step. This checks the
+//! preconditions of the thesis' argument at run time; the direct properties
 //! (Leader Completeness, State Machine Safety) are checked as well, so a
-//! violation that slipped past this reasoning would still be caught; these
-//! checks name the cause.
+//! violation that slipped past this reasoning would still be caught — these
+//! checks name its cause.
 
 use std::collections::BTreeSet;
 

@@ -92,14 +92,6 @@ pub struct Network {
     cut: BTreeMap<(NodeId, NodeId), u32>,
 }
 
-/// What became of a message handed to the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sent {
-    Lost,
-    Once,
-    Twice,
-}
-
 impl Network {
     pub fn new(faults: NetFaults) -> Network {
         Network {
@@ -130,7 +122,7 @@ impl Network {
 
     /// Hands a message to the network at `now`. A lost InstallSnapshot is
     /// reported to its sender as failed when it would have arrived.
-    pub fn send(&mut self, now: u64, env: Envelope, incarnation: u32, rng: &mut SmallRng) -> Sent {
+    pub fn send(&mut self, now: u64, env: Envelope, incarnation: u32, rng: &mut SmallRng) {
         let is_snapshot = matches!(env.msg.body, MessageBody::InstallSnapshot { .. });
         let delay = self.delay(rng);
         if self.faults.drop > 0.0 && rng.random_bool(self.faults.drop) {
@@ -143,7 +135,7 @@ impl Network {
                 };
                 self.schedule(now + delay, report);
             }
-            return Sent::Lost;
+            return;
         }
         let twice = self.faults.duplicate > 0.0 && rng.random_bool(self.faults.duplicate);
         if twice {
@@ -162,7 +154,6 @@ impl Network {
             reports: is_snapshot,
         };
         self.schedule(now + delay, original);
-        if twice { Sent::Twice } else { Sent::Once }
     }
 
     /// The next thing due at or before `now`.

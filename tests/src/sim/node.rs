@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use kuberaft_node::raft::{
-    ConfChange, Config, Entry, Index, Message, MessageBody, NodeId, ProposeError, RawNode,
-    ReadState, StepError,
+    ConfChange, Config, Index, Message, MessageBody, NodeId, ProposeError, RawNode, ReadState,
+    StepError,
 };
 
 use super::checker::{Checker, Violation};
@@ -80,11 +80,6 @@ impl SimNode {
 
     pub fn raw(&self) -> Option<&RawNode> {
         self.raw.as_ref()
-    }
-
-    /// Direct access for scripted tests that poke the core.
-    pub fn raw_mut(&mut self) -> Option<&mut RawNode> {
-        self.raw.as_mut()
     }
 
     /// Boots (or reboots) the member from its disk. `seed` feeds its election
@@ -402,10 +397,5 @@ impl SimNode {
         Err(Violation(format!(
             "member {id} still has work after {MAX_READIES_PER_TURN} Readies without new input: it never settles"
         )))
-    }
-
-    /// The entry at `index` in the member's log, if it holds it in memory.
-    pub fn entry(&self, index: Index) -> Option<&Entry> {
-        self.raw.as_ref().and_then(|r| r.entry(index))
     }
 }

@@ -21,7 +21,6 @@ pub enum CrashPoint {
 
 #[derive(Clone, Debug)]
 pub enum Event {
-    Note(String),
     Crash {
         node: NodeId,
         at: CrashPoint,
@@ -96,7 +95,6 @@ pub enum Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Note(s) => write!(f, "{s}"),
             Event::Crash { node, at } => match at {
                 CrashPoint::Idle => write!(f, "CRASH   member {node}"),
                 CrashPoint::BeforePersist => {
