@@ -1,1 +1,16 @@
-//! placeholder
+//! kuberaft-operator: the `RaftCluster` resource and the controller that runs it on Kubernetes.
+//!
+//! The reconcile pipeline is fixed: read (the RaftCluster, its StatefulSet and pods, and what the
+//! members report through their admin API) → decide (pure: [`resources`] builds every object,
+//! [`scaling`] picks the next membership step, [`status`] computes the status) → apply (server-side
+//! apply under one field manager) → report (status, leader label, events).
+
+pub mod crd;
+pub mod error;
+pub mod health;
+pub mod members;
+pub mod observe;
+pub mod resources;
+pub mod scaling;
+
+pub use error::{Error, Result};
