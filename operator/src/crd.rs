@@ -5,6 +5,10 @@
 //! and CEL rules whose messages name the field, so `kubectl apply` of a bad spec fails at once.
 //! Integers are signed (`int32`/`int64`): Kubernetes schemas have no unsigned types.
 
+// kube's derive repeats keys such as `type_` across printcolumn(...) groups; clippy reads them
+// as one attribute list.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};

@@ -5,12 +5,19 @@
 //! [`scaling`] picks the next membership step, [`status`] computes the status) → apply (server-side
 //! apply under one field manager) → report (status, leader label, events).
 
+pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod health;
+pub mod http;
+pub mod lease;
 pub mod members;
+pub mod metrics;
 pub mod observe;
+pub mod reconcile;
 pub mod resources;
 pub mod scaling;
+pub mod status;
+pub mod telemetry;
 
 pub use error::{Error, Result};

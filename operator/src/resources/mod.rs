@@ -110,16 +110,3 @@ pub fn image(rc: &RaftCluster, cfg: &BuildConfig) -> String {
         .clone()
         .unwrap_or_else(|| cfg.default_image.clone())
 }
-
-/// The RaftCluster's ObjectMeta is needed by owner references; make one for tests.
-#[cfg(test)]
-pub(crate) fn test_cluster(name: &str, replicas: i32) -> RaftCluster {
-    use crate::crd::RaftClusterSpec;
-    let spec: RaftClusterSpec =
-        serde_json::from_value(serde_json::json!({ "replicas": replicas })).expect("valid spec");
-    let mut rc = RaftCluster::new(name, spec);
-    rc.meta_mut().namespace = Some("default".to_string());
-    rc.meta_mut().uid = Some("6f0e8e8e-0000-4000-8000-000000000001".to_string());
-    rc.meta_mut().generation = Some(1);
-    rc
-}
