@@ -144,9 +144,12 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         progressing_reason,
         progressing_message,
     );
+    // A pod that is not (yet, or any more) in the configuration is being added or removed;
+    // only configured members that fail to serve make the cluster degraded.
+    let configured = raft.configuration.is_some();
     let unhealthy: Vec<String> = members
         .iter()
-        .filter(|m| !m.healthy)
+        .filter(|m| !m.healthy && (!configured || !m.suffrage.is_empty()))
         .map(|m| m.name.clone())
         .collect();
     let degraded = if let Some(f) = input.failure {

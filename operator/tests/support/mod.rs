@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod api;
 pub mod fake_admin;
 
 use std::time::{Duration, Instant};
