@@ -163,12 +163,13 @@ impl FakeCluster {
     }
 
     /// A locator that sends the operator to these local servers (an unused port for pods that
-    /// have none, so they look unreachable).
+    /// have none, or of another cluster, so they look unreachable).
     pub fn locator(&self) -> impl Fn(&MemberRef) -> String + Send + Sync + 'static {
         let addrs = self.addrs.clone();
+        let cluster = self.lock().cluster.clone();
         move |m: &MemberRef| match addrs.lock().expect("addrs").get(&m.ordinal) {
-            Some(addr) => format!("http://{addr}"),
-            None => "http://127.0.0.1:1".to_string(),
+            Some(addr) if m.cluster == cluster => format!("http://{addr}"),
+            _ => "http://127.0.0.1:1".to_string(),
         }
     }
 

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod envtest;
 pub mod fake_admin;
 
 use std::time::{Duration, Instant};
