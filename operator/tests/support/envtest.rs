@@ -142,10 +142,10 @@ impl TestApiServer {
             let request = http::Request::get("/readyz")
                 .body(Vec::new())
                 .expect("request");
-            if let Ok(text) = self.client.request_text(request).await {
-                if text.trim() == "ok" {
-                    return;
-                }
+            if let Ok(text) = self.client.request_text(request).await
+                && text.trim() == "ok"
+            {
+                return;
             }
             if start.elapsed() > Duration::from_secs(60) {
                 let log = std::fs::read_to_string(self._dir.path().join("kube-apiserver.log"))
