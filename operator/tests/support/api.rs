@@ -50,16 +50,7 @@ impl ApiServer {
                 .unwrap_or_else(|_| panic!("expected {method} {path}, but no request came"))
                 .unwrap_or_else(|| panic!("expected {method} {path}, but the client is gone"));
         let seen = format!("{} {}", request.method(), request.uri());
-        assert_eq!(
-            request.method(),
-            method,
-            "expected {method} {path}, got {seen}"
-        );
-        assert_eq!(
-            request.uri().path(),
-            path,
-            "expected {method} {path}, got {seen}"
-        );
+        let matches = request.method() == method && request.uri().path() == path;
         let query = request.uri().query().unwrap_or_default().to_string();
         let bytes = request
             .into_body()
@@ -71,6 +62,10 @@ impl ApiServer {
         } else {
             serde_json::from_slice(&bytes).expect("request body is JSON")
         };
+        assert!(
+            matches,
+            "expected {method} {path}, got {seen} with body {body}"
+        );
         (query, body, send)
     }
 
