@@ -49,6 +49,15 @@ fn main() -> ExitCode {
             passed += 1;
             println!("apiserver tier: {name} ... ok ({:.1?})", started.elapsed());
         }
+        match std::env::var("KUBERAFT_IDLE_SECONDS").ok().and_then(|v| v.parse().ok()) {
+            Some(seconds) => {
+                idle_operator(&server, seconds).await;
+                passed += 1;
+            }
+            None => println!(
+                "apiserver tier: the idle-operator measurement is skipped (set KUBERAFT_IDLE_SECONDS, e.g. 70, to run it)"
+            ),
+        }
         println!("apiserver tier: {passed} passed, 0 failed");
         drop(server);
     });
@@ -388,4 +397,106 @@ async fn leader_change_latency(client: Client) {
     let leader = rc.status.and_then(|s| s.leader).expect("a leader");
     assert_eq!(leader, format!("live-{}", (rounds - 1) % 3));
     controller.abort();
+}
+
+/// Reads one counter from the operator's /metrics.
+async fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("operator /metrics");
+    let request = "GET /metrics HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The operator binary with 10 RaftClusters whose members never answer (no pods run here):
+/// its resident memory, and its API writes over `seconds` once settled.
+async fn idle_operator(server: &TestApiServer, seconds: u64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_kuberaft-operator"))
+        .args([
+            "run",
+            "--http-listen",
+            &addr.to_string(),
+            "--log-format",
+            "json",
+        ])
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kuberaft-operator");
+    let api: Api<RaftCluster> = Api::namespaced(server.client.clone(), "default");
+    for i in 0..10 {
+        api.create(
+            &PostParams::default(),
+            &cluster(&format!("idle-{i}"), json!({"replicas": 3})),
+        )
+        .await
+        .expect("create an idle cluster");
+    }
+    // Settle: every cluster applied and its status written.
+    let start = Instant::now();
+    loop {
+        let list = api.list(&Default::default()).await.expect("list");
+        let settled = list
+            .items
+            .iter()
+            .filter(|rc| rc.name_any().starts_with("idle-"))
+            .all(|rc| rc.status.as_ref().is_some_and(|s| s.bootstrap.is_some()));
+        if settled {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "idle clusters never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let writes = |a: u64, s: u64| a + s;
+    let before = writes(
+        counter(addr, "kuberaft_operator_applies_total").await,
+        counter(addr, "kuberaft_operator_status_updates_total").await,
+    );
+    let reconciles_before = counter(addr, "kuberaft_operator_reconciles_total").await;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let after = writes(
+        counter(addr, "kuberaft_operator_applies_total").await,
+        counter(addr, "kuberaft_operator_status_updates_total").await,
+    );
+    let reconciles = counter(addr, "kuberaft_operator_reconciles_total").await - reconciles_before;
+    let rss = resident_kib(operator.id());
+    let _ = operator.kill();
+    let _ = operator.wait();
+    println!(
+        "apiserver tier: idle operator, 10 clusters, {seconds} s: {} API writes, {reconciles} reconciles, {:.1} MiB resident",
+        after - before,
+        rss as f64 / 1024.0
+    );
+    assert_eq!(after, before, "an idle operator writes nothing");
+    assert!(rss < 50 * 1024, "resident memory {rss} KiB is above 50 MiB");
+    for i in 0..10 {
+        let _ = api.delete(&format!("idle-{i}"), &Default::default()).await;
+    }
 }

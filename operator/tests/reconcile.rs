@@ -111,6 +111,15 @@ async fn settle(ctx: &Context, what: &str, check: impl Fn(&RaftView) -> bool) {
     .await;
 }
 
+/// Waits until the operator hears from `n` members.
+async fn members_up(ctx: &Context, n: usize) {
+    eventually(Duration::from_secs(3), "members reachable", || {
+        let view = ctx.watches.view("default", "demo");
+        (view.values().filter(|o| o.reachable).count() >= n).then_some(())
+    })
+    .await;
+}
+
 fn leader_is(name: &str, term: u64) -> impl Fn(&RaftView) -> bool {
     let name = name.to_string();
     move |v| v.term == term && v.leader.as_ref().map(|(n, _)| n.as_str()) == Some(name.as_str())
@@ -189,6 +198,7 @@ async fn a_new_leader_reaches_status_moves_the_leader_label_and_is_announced() {
     fake.elect(1);
     let ctx = context(client, &fake);
     ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
     settle(&ctx, "demo-0 leads in term 1", leader_is("demo-0", 1)).await;
     let rc = cluster(3);
 
@@ -282,6 +292,7 @@ async fn scaling_up_adds_a_pod_then_a_learner_then_promotes_it() {
     fake.elect(1);
     let ctx = context(client, &fake);
     ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
     settle(&ctx, "demo-0 leads", leader_is("demo-0", 1)).await;
     let rc = cluster(3);
     let task = start(&rc, &ctx);
@@ -403,6 +414,7 @@ async fn scaling_down_moves_leadership_then_removes_the_member_then_shrinks() {
     fake.elect(4); // demo-3, the member to remove, leads
     let ctx = context(client, &fake);
     ctx.watches.ensure("default", "demo", 4);
+    members_up(&ctx, 4).await;
     settle(&ctx, "demo-3 leads", leader_is("demo-3", 1)).await;
     let mut rc = cluster(3);
     rc.status = Some(RaftClusterStatus {
@@ -510,6 +522,7 @@ async fn a_paused_cluster_gets_status_and_nothing_else() {
     fake.elect(2);
     let ctx = context(client, &fake);
     ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
     settle(&ctx, "demo-1 leads", leader_is("demo-1", 1)).await;
     let mut rc = cluster(5);
     rc.spec.paused = true;

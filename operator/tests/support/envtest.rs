@@ -14,6 +14,8 @@ const TOKEN: &str = "kuberaft-envtest-token";
 
 pub struct TestApiServer {
     pub client: Client,
+    /// A kubeconfig file for processes (such as the operator binary) to use.
+    pub kubeconfig: PathBuf,
     processes: Vec<Child>,
     _dir: tempfile::TempDir,
 }
@@ -121,6 +123,8 @@ impl TestApiServer {
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: envtest\n  context: {{cluster: envtest, user: admin, namespace: default}}\ncurrent-context: envtest\n"
         );
+        let kubeconfig_path = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig_path, &kubeconfig).expect("kubeconfig file");
         let kubeconfig = Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -129,6 +133,7 @@ impl TestApiServer {
         let client = Client::try_from(config).expect("client");
         let server = TestApiServer {
             client,
+            kubeconfig: kubeconfig_path,
             processes,
             _dir: dir,
         };
