@@ -478,13 +478,14 @@ async fn take_step(
                 format!("promoted {} to voter", pod_name(name, o)),
             )
         }
-        Step::TransferLeadership(o) => {
-            admin.transfer_leadership(&member(o)).await?;
+        Step::TransferLeadership { from: o, to } => {
+            admin.transfer_leadership(&member(o), member_id(to)).await?;
             (
                 "LeadershipTransferred",
                 format!(
-                    "asked {} to hand leadership over before its removal",
-                    pod_name(name, o)
+                    "asked {} to hand leadership to {} before its removal",
+                    pod_name(name, o),
+                    pod_name(name, to)
                 ),
             )
         }

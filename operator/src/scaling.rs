@@ -32,8 +32,9 @@ pub enum Step {
     WaitForCatchUp { ordinal: i32, behind: u64 },
     /// Make the caught-up learner at this ordinal a voter.
     Promote(i32),
-    /// The leader is the member to be removed: move leadership away first.
-    TransferLeadership(i32),
+    /// The leader (`from`) is the member to be removed: hand leadership to `to`, the most
+    /// caught-up healthy voter that stays, first.
+    TransferLeadership { from: i32, to: i32 },
     /// Remove the member at this ordinal from the configuration.
     Remove(i32),
     /// Removing or promoting would leave no healthy quorum; wait for members to recover.
@@ -75,7 +76,22 @@ pub fn next_step(
         .collect();
     if let Some(&highest) = extra.iter().next_back() {
         return match member(highest) {
-            Some(_) if leader == Some(highest) => Step::TransferLeadership(highest),
+            Some(_) if leader == Some(highest) => {
+                // The successor must stay: a voter below `desired`, healthy, most caught up.
+                let successor = configuration
+                    .iter()
+                    .filter(|c| c.voter && c.ordinal < desired && healthy(c.ordinal))
+                    .max_by_key(|c| (c.match_index, -c.ordinal))
+                    .map(|c| c.ordinal);
+                match successor {
+                    Some(to) => Step::TransferLeadership { from: highest, to },
+                    None => Step::Blocked {
+                        ordinal: highest,
+                        healthy: 0,
+                        needed: 1,
+                    },
+                }
+            }
             Some(m) => {
                 let remaining: Vec<&ConfMember> = configuration
                     .iter()
@@ -234,7 +250,7 @@ mod tests {
         ];
         assert_eq!(
             next_step(3, 5, &view(4, &five, 9), all_healthy),
-            Step::TransferLeadership(4)
+            Step::TransferLeadership { from: 4, to: 0 }
         );
         assert_eq!(
             next_step(3, 5, &view(1, &five, 9), all_healthy),
@@ -258,6 +274,28 @@ mod tests {
         assert_eq!(
             next_step(3, 3, &view(1, &three, 9), all_healthy),
             Step::Steady
+        );
+    }
+
+    #[test]
+    fn leadership_goes_to_the_most_caught_up_member_that_stays() {
+        // Shrinking 5 → 3 with demo-4 leading: demo-3 leaves next, so it must not lead; demo-1
+        // is the most caught up of those that stay.
+        let five = [
+            (0, true, 7),
+            (1, true, 9),
+            (2, true, 8),
+            (3, true, 9),
+            (4, true, 9),
+        ];
+        assert_eq!(
+            next_step(3, 5, &view(4, &five, 9), all_healthy),
+            Step::TransferLeadership { from: 4, to: 1 }
+        );
+        assert_eq!(
+            next_step(3, 5, &view(4, &five, 9), |o| o != 1),
+            Step::TransferLeadership { from: 4, to: 2 },
+            "an unhealthy member is not a successor"
         );
     }
 

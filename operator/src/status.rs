@@ -267,9 +267,13 @@ fn progress(cluster: &str, step: &Step, ever_led: bool) -> (&'static str, String
             ),
         ),
         Step::Promote(o) => ("ScalingUp", format!("promoting {} to voter", pod(o))),
-        Step::TransferLeadership(o) => (
+        Step::TransferLeadership { from, to } => (
             "ScalingDown",
-            format!("moving leadership away from {} before removing it", pod(o)),
+            format!(
+                "moving leadership from {} to {} before removing it",
+                pod(from),
+                pod(to)
+            ),
         ),
         Step::Remove(o) => (
             "ScalingDown",

@@ -167,7 +167,7 @@ async fn membership_calls_reach_the_member_they_are_sent_to() {
     admin.promote(&member(0), 4).await.expect("promote");
     admin.remove(&member(0), 4).await.expect("remove");
     admin
-        .transfer_leadership(&member(0))
+        .transfer_leadership(&member(0), 0)
         .await
         .expect("transfer");
     assert_eq!(

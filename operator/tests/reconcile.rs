@@ -445,7 +445,11 @@ async fn scaling_down_moves_leadership_then_removes_the_member_then_shrinks() {
     let status = api.status(&rc).await;
     assert_eq!(condition(&status, "Progressing")["reason"], "ScalingDown");
     task.await.expect("no panic").expect("reconciled");
-    assert_eq!(fake.calls(), ["TransferLeadership(0)@4"]);
+    assert_eq!(
+        fake.calls(),
+        ["TransferLeadership(1)@4"],
+        "to demo-0, which stays"
+    );
 
     // 2. Then demo-3 leaves the configuration, through the new leader.
     settle(&ctx, "demo-0 leads in term 2", leader_is("demo-0", 2)).await;

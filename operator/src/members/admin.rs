@@ -123,10 +123,10 @@ impl MemberAdmin<'_> {
         .map(drop)
     }
 
-    /// Moves leadership to the most caught-up other voter.
-    pub async fn transfer_leadership(&self, via: &MemberRef) -> Result<()> {
+    /// Moves leadership to member `to` (0: the most caught-up other voter).
+    pub async fn transfer_leadership(&self, via: &MemberRef, to: u64) -> Result<()> {
         self.call(via, "TransferLeadership", async |mut c| {
-            c.transfer_leadership(TransferLeadershipRequest { to: 0 })
+            c.transfer_leadership(TransferLeadershipRequest { to })
                 .await
         })
         .await
