@@ -26,6 +26,8 @@ pub struct PodState {
     pub ready: bool,
     /// Carries `kuberaft.io/role=leader`.
     pub leader_label: bool,
+    /// Why its container cannot run, when the kubelet says so (`ImagePullBackOff: …`).
+    pub problem: Option<String>,
 }
 
 /// Everything the operator read for one reconcile.

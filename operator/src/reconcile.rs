@@ -317,7 +317,34 @@ fn pod_state(cluster: &str, pod: &Pod) -> Option<PodState> {
         ordinal,
         ready,
         leader_label,
+        problem: container_problem(pod),
     })
+}
+
+/// Waiting reasons that mean the container will not start without someone's help.
+const STUCK: [&str; 5] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+];
+
+fn container_problem(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| w.reason.as_deref().is_some_and(|r| STUCK.contains(&r)))
+        .map(|w| {
+            let reason = w.reason.clone().unwrap_or_default();
+            match &w.message {
+                Some(m) => format!("{reason}: {m}"),
+                None => reason,
+            }
+        })
 }
 
 /// The bootstrap membership: as recorded in status; else as the existing StatefulSet's pods

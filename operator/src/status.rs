@@ -152,8 +152,24 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         .filter(|m| !m.healthy && (!configured || !m.suffrage.is_empty()))
         .map(|m| m.name.clone())
         .collect();
+    let failing_pods: Vec<String> = input
+        .observed
+        .pods
+        .iter()
+        .filter_map(|p| p.problem.as_ref().map(|why| format!("{}: {why}", p.name)))
+        .collect();
     let degraded = if let Some(f) = input.failure {
         condition(DEGRADED, true, f.reason, f.message.clone())
+    } else if !failing_pods.is_empty() {
+        condition(
+            DEGRADED,
+            true,
+            "PodFailing",
+            format!(
+                "{}; check spec.image and the pods' events",
+                failing_pods.join("; ")
+            ),
+        )
     } else if let Step::Blocked {
         ordinal,
         healthy,

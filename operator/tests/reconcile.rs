@@ -598,3 +598,31 @@ async fn an_api_failure_sets_degraded_and_backs_off() {
         "capped at five minutes"
     );
 }
+
+#[tokio::test]
+async fn a_bad_image_shows_as_degraded_with_the_pod_and_the_reason() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    let ctx = context(client, &fake);
+    let rc = cluster(3);
+    let mut broken = pod("demo-0", false);
+    broken.status = Some(
+        serde_json::from_value(json!({"containerStatuses": [{
+            "name": "kuberaft-node", "image": "kuberaft-node:typo", "imageID": "", "ready": false,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"kuberaft-node:typo\""}}
+        }]}))
+        .expect("a pod status"),
+    );
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    api.list_pods(&[broken, pod("demo-1", false)]).await;
+    api.apply_all("demo").await;
+    let status = api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "PodFailing");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(message.contains("demo-0: ImagePullBackOff"), "{message}");
+    assert_eq!(status["phase"], "Degraded");
+}
