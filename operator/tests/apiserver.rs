@@ -81,6 +81,9 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("the controller shows a new leader in status quickly", |c| {
             Box::pin(leader_change_latency(c))
         }),
+        ("operator replicas elect one leader through a Lease", |c| {
+            Box::pin(lease_election(c))
+        }),
     ]
 }
 
@@ -499,4 +502,48 @@ async fn idle_operator(server: &TestApiServer, seconds: u64) {
     for i in 0..10 {
         let _ = api.delete(&format!("idle-{i}"), &Default::default()).await;
     }
+}
+
+async fn lease_election(client: Client) {
+    use kuberaft_operator::lease::{self, LeaseConfig};
+    let cfg = |identity: &str| LeaseConfig {
+        name: "kuberaft-operator".to_string(),
+        namespace: "default".to_string(),
+        identity: identity.to_string(),
+        duration: Duration::from_secs(2),
+        renew_every: Duration::from_millis(300),
+    };
+    lease::acquire(&client, &cfg("replica-a"))
+        .await
+        .expect("a takes the free lease");
+    let a = tokio::spawn(lease::hold(client.clone(), cfg("replica-a")));
+    let b_early = tokio::time::timeout(
+        Duration::from_secs(3),
+        lease::acquire(&client, &cfg("replica-b")),
+    )
+    .await;
+    assert!(b_early.is_err(), "b must not take a lease that a renews");
+    a.abort(); // replica a stops renewing (it died)
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(6),
+        lease::acquire(&client, &cfg("replica-b")),
+    )
+    .await
+    .expect("b takes the lease once it expires")
+    .expect("acquire");
+    println!(
+        "  the standby took the lease {:.1?} after the holder stopped",
+        started.elapsed()
+    );
+    let lost = tokio::time::timeout(
+        Duration::from_secs(3),
+        lease::hold(client.clone(), cfg("replica-a")),
+    )
+    .await
+    .expect("a learns that it lost the lease");
+    assert!(
+        matches!(lost, kuberaft_operator::Error::LeaseLost(_)),
+        "{lost}"
+    );
 }
