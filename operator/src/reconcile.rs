@@ -88,6 +88,8 @@ struct Memory {
     failures: HashMap<String, u32>,
     /// cluster uid → generation whose even replica count was already warned about.
     warned_even: HashMap<String, i64>,
+    /// cluster uid → the status last written.
+    last_status: HashMap<String, RaftClusterStatus>,
 }
 
 impl Context {
@@ -122,6 +124,7 @@ impl Context {
         m.applied.retain(|(u, _, _), _| u != uid);
         m.failures.remove(uid);
         m.warned_even.remove(uid);
+        m.last_status.remove(uid);
     }
 }
 
@@ -192,6 +195,20 @@ async fn reconcile_cluster(
     name: &str,
     uid: &str,
 ) -> Result<Action> {
+    // The operator is the only writer of status, so the status it last wrote is at least as new
+    // as the cached object's (whose watch event may not have arrived yet): compare with that,
+    // or a trigger right after a write would repeat the write and its Events.
+    let last_written = ctx.memory().last_status.get(uid).cloned();
+    let fresher;
+    let rc = match last_written {
+        Some(status) if rc.status.as_ref() != Some(&status) => {
+            let mut copy = rc.clone();
+            copy.status = Some(status);
+            fresher = copy;
+            &fresher
+        }
+        _ => rc,
+    };
     let mut observed = read(ctx, namespace, name).await?;
     let bootstrap = decide_bootstrap(rc, &observed, &ctx.config);
     let replicas = observed
@@ -252,6 +269,9 @@ async fn reconcile_cluster(
     let old_status = rc.status.clone().unwrap_or_default();
     if rc.status.as_ref() != Some(&new_status) {
         write_status(ctx, namespace, name, &new_status).await?;
+        ctx.memory()
+            .last_status
+            .insert(uid.to_string(), new_status.clone());
         report_leader_change(rc, ctx, &old_status, &new_status).await;
     }
 
