@@ -45,6 +45,9 @@ use crate::status::{self, Failure, StatusInput, is_healthy, leader_event_note};
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue while a membership change is under way (the watches also trigger on each change).
 pub const SCALING_REQUEUE: Duration = Duration::from_secs(2);
+/// Requeue while no leader is known; a member reporting one triggers a reconcile at once, so
+/// this is only a safety net.
+pub const LEADERLESS_REQUEUE: Duration = Duration::from_secs(30);
 /// Requeue of a steady cluster, to refresh commit indexes in status.
 pub const STEADY_REQUEUE: Duration = Duration::from_secs(60);
 
@@ -278,7 +281,7 @@ async fn reconcile_cluster(
     match failure {
         Some(e) => Err(e),
         None if step.is_scaling() => Ok(Action::requeue(SCALING_REQUEUE)),
-        None if step == Step::WaitForLeader => Ok(Action::requeue(Duration::from_secs(5))),
+        None if step == Step::WaitForLeader => Ok(Action::requeue(LEADERLESS_REQUEUE)),
         None => Ok(Action::requeue(STEADY_REQUEUE)),
     }
 }

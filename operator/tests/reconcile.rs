@@ -151,7 +151,7 @@ async fn creating_a_cluster_applies_every_object_then_an_unchanged_cluster_write
     let action = task.await.expect("no panic").expect("reconciled");
     assert_eq!(
         action,
-        Action::requeue(Duration::from_secs(5)),
+        Action::requeue(Duration::from_secs(30)),
         "waits for a leader"
     );
 
