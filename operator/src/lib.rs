@@ -8,6 +8,7 @@
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod lease;

@@ -2,11 +2,14 @@
 //! which term, and which configuration (voters and learners) is in force. Pure: the inputs are
 //! already-fetched Kubernetes objects and the members' last Statuses.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kuberaft_proto::admin::{Role, StatusResponse};
 use kuberaft_proto::raft::Suffrage;
 
 use crate::members::watch::ClusterView;
-use crate::resources::ordinal_of;
+use crate::resources::{ROLE_LABEL, ROLE_LEADER, ordinal_of, ordinal_of_pod};
 
 /// The StatefulSet as observed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -133,4 +136,68 @@ pub fn suffrage_name(suffrage: i32) -> &'static str {
         Ok(Suffrage::Learner) => "Learner",
         Ok(Suffrage::Unspecified) | Err(_) => "",
     }
+}
+
+/// The parts of a StatefulSet the operator decides from.
+pub fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
+    let spec = sts.spec.as_ref();
+    StatefulSetState {
+        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+        ready_replicas: sts
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+        initial_members: spec
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.env.as_ref())
+            .and_then(|env| env.iter().find(|e| e.name == "KUBERAFT_INITIAL_MEMBERS"))
+            .and_then(|e| e.value.clone()),
+    }
+}
+
+/// A pod of `cluster`, or None for a pod that is not one of its members.
+pub fn pod_state(cluster: &str, pod: &Pod) -> Option<PodState> {
+    let name = pod.name_any();
+    let ordinal = ordinal_of_pod(cluster, &name)?;
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let leader_label = pod.labels().get(ROLE_LABEL).map(String::as_str) == Some(ROLE_LEADER);
+    Some(PodState {
+        name,
+        ordinal,
+        ready,
+        leader_label,
+        problem: container_problem(pod),
+    })
+}
+
+/// Waiting reasons that mean the container will not start without someone's help.
+const STUCK: [&str; 5] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+];
+
+fn container_problem(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| w.reason.as_deref().is_some_and(|r| STUCK.contains(&r)))
+        .map(|w| {
+            let reason = w.reason.clone().unwrap_or_default();
+            match &w.message {
+                Some(m) => format!("{reason}: {m}"),
+                None => reason,
+            }
+        })
 }

@@ -4,7 +4,8 @@
 //! - decide: the bootstrap membership (once), the next scaling step, every owned object, the status;
 //! - apply: server-side apply under one field manager, skipping objects unchanged since the last
 //!   apply; the membership step through the admin API; the leader label;
-//! - report: the status (only when it changed), and Events for leader and membership changes.
+//! - report: the status (only when it changed), and Events (`events.rs`) for leader and membership
+//!   changes.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -14,11 +15,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -32,13 +31,13 @@ use crate::members::MemberRef;
 use crate::members::admin::MemberAdmin;
 use crate::members::watch::MemberWatches;
 use crate::metrics::Metrics;
-use crate::observe::{Observed, PodState, RaftView, StatefulSetState};
+use crate::observe::{Observed, RaftView, StatefulSetState};
 use crate::resources::{
     self, BuildConfig, FIELD_MANAGER, ROLE_LABEL, ROLE_LEADER, initial_members, member_id,
-    ordinal_of_pod, pod_name, selector_string,
+    pod_name, selector_string,
 };
 use crate::scaling::{Step, next_step};
-use crate::status::{self, Failure, StatusInput, is_healthy, leader_event_note};
+use crate::status::{self, Failure, StatusInput, is_healthy};
 
 /// Owned objects are re-applied at least this often even when unchanged, to repair drift the
 /// owned-object stores could not see.
@@ -84,13 +83,13 @@ struct Applied {
 /// What the operator remembers between reconciles. Losing it (a restart) costs only redundant
 /// applies and one possibly repeated Event, never a wrong decision.
 #[derive(Default)]
-struct Memory {
+pub(crate) struct Memory {
     /// (cluster uid, kind, name) → what was last applied.
     applied: HashMap<(String, String, String), Applied>,
     /// cluster uid → consecutive failed reconciles, for the backoff.
     failures: HashMap<String, u32>,
     /// cluster uid → generation whose even replica count was already warned about.
-    warned_even: HashMap<String, i64>,
+    pub(crate) warned_even: HashMap<String, i64>,
     /// cluster uid → the status last written.
     last_status: HashMap<String, RaftClusterStatus>,
 }
@@ -115,7 +114,7 @@ impl Context {
         }
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+    pub(crate) fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         match self.memory.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -253,7 +252,7 @@ async fn reconcile_cluster(
         if let Err(e) = label_leader(ctx, namespace, &observed, &raft).await {
             failure.get_or_insert(e);
         }
-        warn_even_replicas(rc, ctx, uid).await;
+        crate::events::warn_even_replicas(rc, ctx, uid).await;
     }
 
     let report = failure.as_ref().map(|e| Failure {
@@ -275,7 +274,7 @@ async fn reconcile_cluster(
         ctx.memory()
             .last_status
             .insert(uid.to_string(), new_status.clone());
-        report_leader_change(rc, ctx, &old_status, &new_status).await;
+        crate::events::report_leader_change(rc, ctx, &old_status, &new_status).await;
     }
 
     match failure {
@@ -292,82 +291,20 @@ async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<Observed> {
     let statefulset = statefulsets
         .get_opt(&resources::statefulset_name(name))
         .await?
-        .map(|sts| statefulset_state(&sts));
+        .map(|sts| crate::observe::statefulset_state(&sts));
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let pods = pods
         .list(&ListParams::default().labels(&selector_string(name)))
         .await?
         .items
         .iter()
-        .filter_map(|pod| pod_state(name, pod))
+        .filter_map(|pod| crate::observe::pod_state(name, pod))
         .collect();
     Ok(Observed {
         statefulset,
         pods,
         members: Default::default(),
     })
-}
-
-fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
-    let spec = sts.spec.as_ref();
-    StatefulSetState {
-        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
-        ready_replicas: sts
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-        initial_members: spec
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| p.containers.first())
-            .and_then(|c| c.env.as_ref())
-            .and_then(|env| env.iter().find(|e| e.name == "KUBERAFT_INITIAL_MEMBERS"))
-            .and_then(|e| e.value.clone()),
-    }
-}
-
-fn pod_state(cluster: &str, pod: &Pod) -> Option<PodState> {
-    let name = pod.name_any();
-    let ordinal = ordinal_of_pod(cluster, &name)?;
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let leader_label = pod.labels().get(ROLE_LABEL).map(String::as_str) == Some(ROLE_LEADER);
-    Some(PodState {
-        name,
-        ordinal,
-        ready,
-        leader_label,
-        problem: container_problem(pod),
-    })
-}
-
-/// Waiting reasons that mean the container will not start without someone's help.
-const STUCK: [&str; 5] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-];
-
-fn container_problem(pod: &Pod) -> Option<String> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-        .find(|w| w.reason.as_deref().is_some_and(|r| STUCK.contains(&r)))
-        .map(|w| {
-            let reason = w.reason.clone().unwrap_or_default();
-            match &w.message {
-                Some(m) => format!("{reason}: {m}"),
-                None => reason,
-            }
-        })
 }
 
 /// The bootstrap membership: as recorded in status; else as the existing StatefulSet's pods
@@ -549,7 +486,7 @@ async fn take_step(
         _ => return Ok(()),
     };
     tracing::info!(cluster = %name, %note, "membership step taken");
-    publish_event(ctx, rc, "Normal", reason, "Scale", note).await;
+    crate::events::publish_event(ctx, rc, "Normal", reason, "Scale", note).await;
     Ok(())
 }
 
@@ -589,23 +526,6 @@ async fn label_leader(
     Ok(())
 }
 
-async fn warn_even_replicas(rc: &RaftCluster, ctx: &Context, uid: &str) {
-    let generation = rc.metadata.generation.unwrap_or(0);
-    if rc.spec.replicas % 2 != 0 {
-        return;
-    }
-    let first = ctx.memory().warned_even.insert(uid.to_string(), generation) != Some(generation);
-    if first {
-        let n = rc.spec.replicas;
-        let note = format!(
-            "spec.replicas is {n}: {n} members tolerate {} failures, no more than {}; use an odd number",
-            (n - 1) / 2,
-            n - 1
-        );
-        publish_event(ctx, rc, "Warning", "EvenReplicas", "Validate", note).await;
-    }
-}
-
 /// Writes the status with server-side apply, so fields that are no longer set are removed.
 async fn write_status(
     ctx: &Context,
@@ -627,68 +547,4 @@ async fn write_status(
     .await?;
     ctx.metrics.status_updates.inc();
     Ok(())
-}
-
-/// An Event, and the latency metric, when status shows a new leader or a new term.
-async fn report_leader_change(
-    rc: &RaftCluster,
-    ctx: &Context,
-    old: &RaftClusterStatus,
-    new: &RaftClusterStatus,
-) {
-    let Some(leader) = new.leader.as_ref() else {
-        return;
-    };
-    if old.leader.as_ref() == Some(leader) && old.term == new.term {
-        return;
-    }
-    if let Some(changed) = new.last_leader_change.as_ref() {
-        let elapsed = Timestamp::now().duration_since(changed.0);
-        if elapsed.is_positive() {
-            ctx.metrics
-                .leader_change_to_status
-                .observe(elapsed.as_secs_f64());
-        }
-    }
-    let note = leader_event_note(leader, new.term);
-    tracing::info!(cluster = %rc.name_any(), %note);
-    publish_event(ctx, rc, "Normal", "LeaderElected", "Observe", note).await;
-}
-
-/// Publishes an `events.k8s.io/v1` Event about `rc`. A failure is logged, not returned: an
-/// Event is a courtesy, not a reason to retry a reconcile.
-pub async fn publish_event(
-    ctx: &Context,
-    rc: &RaftCluster,
-    type_: &str,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let namespace = rc.namespace().unwrap_or_default();
-    let now = Timestamp::now();
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}",
-                rc.name_any(),
-                now.as_nanosecond().unsigned_abs()
-            )),
-            namespace: Some(namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        event_time: Some(MicroTime(now)),
-        action: Some(action.to_string()),
-        reason: Some(reason.to_string()),
-        note: Some(note),
-        type_: Some(type_.to_string()),
-        regarding: Some(rc.object_ref(&())),
-        reporting_controller: Some(format!("{}/operator", crate::crd::GROUP)),
-        reporting_instance: Some(ctx.instance.clone()),
-        ..Event::default()
-    };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
-    if let Err(error) = api.create(&PostParams::default(), &event).await {
-        tracing::warn!(%error, reason, "could not publish an Event");
-    }
 }
