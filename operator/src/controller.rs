@@ -1,0 +1,133 @@
+//! Wiring of the kube-runtime controller: which changes trigger a reconcile.
+//!
+//! - a RaftCluster's spec changes (the generation predicate: the operator's own status writes
+//!   do not retrigger it);
+//! - an owned StatefulSet, Service or PodDisruptionBudget changes (readiness, drift, deletion);
+//! - a member reports a new role, term, leader or configuration (the member watches).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::crd::RaftCluster;
+use crate::health::Health;
+use crate::reconcile::{Context, OwnedStores, error_policy, reconcile};
+use crate::resources::FIELD_MANAGER;
+
+/// How often watches of deleted clusters are swept.
+const SWEEP: Duration = Duration::from_secs(30);
+
+/// Builds the owned-object stores with their trigger streams.
+fn owned<K>(
+    client: &Client,
+) -> (
+    reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"))
+        .any_semantic();
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    (reader, stream)
+}
+
+/// The owned-object stores and the streams that feed them; pass the stores to the
+/// [`Context`] and the streams to [`run`].
+pub fn owned_stores(client: &Client) -> (OwnedStores, OwnedStreams) {
+    let (statefulsets, sts) = owned::<StatefulSet>(client);
+    let (services, svc) = owned::<Service>(client);
+    let (pod_disruption_budgets, pdb) = owned::<PodDisruptionBudget>(client);
+    (
+        OwnedStores {
+            statefulsets,
+            services,
+            pod_disruption_budgets,
+        },
+        OwnedStreams {
+            statefulsets: sts.boxed(),
+            services: svc.boxed(),
+            pod_disruption_budgets: pdb.boxed(),
+        },
+    )
+}
+
+pub struct OwnedStreams {
+    statefulsets: futures::stream::BoxStream<'static, Result<StatefulSet, watcher::Error>>,
+    services: futures::stream::BoxStream<'static, Result<Service, watcher::Error>>,
+    pod_disruption_budgets:
+        futures::stream::BoxStream<'static, Result<PodDisruptionBudget, watcher::Error>>,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    streams: OwnedStreams,
+    triggers: mpsc::Receiver<ObjectRef<RaftCluster>>,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (reader, writer) = reflector::store::<RaftCluster>();
+    let clusters = watcher(
+        Api::<RaftCluster>::all(ctx.client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+
+    // Stop watching the members of clusters that no longer exist.
+    let sweep_reader = reader.clone();
+    let watches = ctx.watches.clone();
+    health.spawn("sweep of deleted clusters".to_string(), async move {
+        loop {
+            tokio::time::sleep(SWEEP).await;
+            watches.retain(|ns, name| sweep_reader.get(&ObjectRef::new(name).within(ns)).is_some());
+        }
+    });
+    let ready_reader = reader.clone();
+    let ready_health = health.clone();
+    health.spawn("readiness".to_string(), async move {
+        if ready_reader.wait_until_ready().await.is_ok() {
+            ready_health.set_ready(true);
+        }
+    });
+
+    Controller::for_stream(clusters, reader)
+        .owns_stream(streams.statefulsets)
+        .owns_stream(streams.services)
+        .owns_stream(streams.pod_disruption_budgets)
+        .reconcile_on(ReceiverStream::new(triggers))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}

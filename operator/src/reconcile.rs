@@ -1,0 +1,550 @@
+//! One reconcile of one RaftCluster: read → decide → apply → report.
+//!
+//! - read: the StatefulSet and the pods (API), and the members' last Statuses (the watches);
+//! - decide: the bootstrap membership (once), the next scaling step, every owned object, the status;
+//! - apply: server-side apply under one field manager, skipping objects unchanged since the last
+//!   apply; the membership step through the admin API; the leader label;
+//! - report: the status (only when it changed), and Events (`events.rs`) for leader and membership
+//!   changes.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::crd::{Bootstrap, RaftCluster, RaftClusterStatus};
+use crate::error::{Error, Result};
+use crate::members::MemberRef;
+use crate::members::admin::MemberAdmin;
+use crate::members::watch::MemberWatches;
+use crate::metrics::Metrics;
+use crate::observe::{Observed, RaftView, StatefulSetState};
+use crate::resources::{
+    self, BuildConfig, FIELD_MANAGER, ROLE_LABEL, ROLE_LEADER, initial_members, member_id,
+    pod_name, selector_string,
+};
+use crate::scaling::{Step, next_step};
+use crate::status::{self, Failure, StatusInput, is_healthy};
+
+/// Owned objects are re-applied at least this often even when unchanged, to repair drift the
+/// owned-object stores could not see.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue while a membership change is under way (the watches also trigger on each change).
+pub const SCALING_REQUEUE: Duration = Duration::from_secs(2);
+/// Requeue while no leader is known; a member reporting one triggers a reconcile at once, so
+/// this is only a safety net.
+pub const LEADERLESS_REQUEUE: Duration = Duration::from_secs(30);
+/// Requeue of a steady cluster, to refresh commit indexes in status.
+pub const STEADY_REQUEUE: Duration = Duration::from_secs(60);
+
+/// Stores of the objects the operator owns, when the controller runs with them; they let an
+/// unchanged object be skipped safely (its resourceVersion is still the one applied).
+#[derive(Clone)]
+pub struct OwnedStores {
+    pub statefulsets: Store<StatefulSet>,
+    pub services: Store<Service>,
+    pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub config: BuildConfig,
+    pub watches: Arc<MemberWatches>,
+    pub metrics: Metrics,
+    /// `reportingInstance` of Events: the operator's pod name.
+    pub instance: String,
+    pub owned: Option<OwnedStores>,
+    memory: Mutex<Memory>,
+}
+
+/// An object as last applied.
+struct Applied {
+    /// Hash of the applied body.
+    hash: u64,
+    /// The resourceVersion the API server returned.
+    resource_version: Option<String>,
+    at: Instant,
+}
+
+/// What the operator remembers between reconciles. Losing it (a restart) costs only redundant
+/// applies and one possibly repeated Event, never a wrong decision.
+#[derive(Default)]
+pub(crate) struct Memory {
+    /// (cluster uid, kind, name) → what was last applied.
+    applied: HashMap<(String, String, String), Applied>,
+    /// cluster uid → consecutive failed reconciles, for the backoff.
+    failures: HashMap<String, u32>,
+    /// cluster uid → generation whose even replica count was already warned about.
+    pub(crate) warned_even: HashMap<String, i64>,
+    /// cluster uid → the status last written.
+    last_status: HashMap<String, RaftClusterStatus>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        config: BuildConfig,
+        watches: Arc<MemberWatches>,
+        metrics: Metrics,
+        instance: String,
+        owned: Option<OwnedStores>,
+    ) -> Self {
+        Context {
+            client,
+            config,
+            watches,
+            metrics,
+            instance,
+            owned,
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    pub(crate) fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        match self.memory.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        let mut m = self.memory();
+        m.applied.retain(|(u, _, _), _| u != uid);
+        m.failures.remove(uid);
+        m.warned_even.remove(uid);
+        m.last_status.remove(uid);
+    }
+}
+
+/// The controller's reconcile function.
+pub async fn reconcile(rc: Arc<RaftCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let name = rc.name_any();
+    let namespace = rc
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(name.clone()))?;
+    let uid = rc.uid().ok_or_else(|| Error::MissingUid(name.clone()))?;
+    if rc.metadata.deletion_timestamp.is_some() {
+        // Owner references make Kubernetes delete what the operator made; the StatefulSet's
+        // PVC retention policy (from spec.storage.retention) decides about the data.
+        ctx.watches.forget(&namespace, &name);
+        ctx.forget(&uid);
+        return Ok(Action::await_change());
+    }
+    let result = reconcile_cluster(&rc, &ctx, &namespace, &name, &uid).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .watched_clusters
+        .set(i64::try_from(ctx.watches.clusters()).unwrap_or(i64::MAX));
+    match &result {
+        Ok(_) => {
+            ctx.memory().failures.remove(&uid);
+        }
+        Err(e) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: e.reason().to_string(),
+                })
+                .inc();
+        }
+    }
+    result
+}
+
+/// Backs off exponentially per cluster: 1 s, 2 s, 4 s … up to 5 minutes. One bad cluster never
+/// stops the others, and the operator never exits because of one.
+pub fn error_policy(rc: Arc<RaftCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    let uid = rc.uid().unwrap_or_default();
+    let failures = {
+        let mut m = ctx.memory();
+        let n = m.failures.entry(uid).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(failures);
+    tracing::warn!(cluster = %rc.name_any(), %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// The delay after `failures` consecutive failures.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
+async fn reconcile_cluster(
+    rc: &RaftCluster,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Action> {
+    // The operator is the only writer of status, so the status it last wrote is at least as new
+    // as the cached object's (whose watch event may not have arrived yet): compare with that,
+    // or a trigger right after a write would repeat the write and its Events.
+    let last_written = ctx.memory().last_status.get(uid).cloned();
+    let fresher;
+    let rc = match last_written {
+        Some(status) if rc.status.as_ref() != Some(&status) => {
+            let mut copy = rc.clone();
+            copy.status = Some(status);
+            fresher = copy;
+            &fresher
+        }
+        _ => rc,
+    };
+    let mut observed = read(ctx, namespace, name).await?;
+    let bootstrap = decide_bootstrap(rc, &observed, &ctx.config);
+    let replicas = observed
+        .statefulset
+        .as_ref()
+        .map_or(bootstrap.replicas, |s| s.replicas);
+    ctx.watches.ensure(namespace, name, replicas);
+    observed.members = ctx.watches.view(namespace, name);
+    let raft = RaftView::from_members(&observed.members);
+    let step = next_step(rc.spec.replicas, replicas, &raft, |ordinal| {
+        is_healthy(observed.members.get(&pod_name(name, ordinal)))
+    });
+    if step != Step::Steady {
+        tracing::info!(cluster = %name, ?step, "next step");
+    }
+
+    let mut failure: Option<Error> = None;
+    if !rc.spec.paused {
+        let target = match step {
+            Step::SetReplicas(n) => n,
+            _ => replicas,
+        };
+        match apply_objects(rc, ctx, uid, target, &bootstrap).await {
+            Ok(()) => {
+                if let Some(sts) = observed.statefulset.as_mut() {
+                    sts.replicas = target;
+                } else {
+                    observed.statefulset = Some(StatefulSetState {
+                        replicas: target,
+                        ..StatefulSetState::default()
+                    });
+                }
+                if let Err(e) = take_step(rc, ctx, namespace, name, &raft, &step).await {
+                    failure = Some(e);
+                }
+            }
+            Err(e) => failure = Some(e),
+        }
+        if let Err(e) = label_leader(ctx, namespace, &observed, &raft).await {
+            failure.get_or_insert(e);
+        }
+        crate::events::warn_even_replicas(rc, ctx, uid).await;
+    }
+
+    let report = failure.as_ref().map(|e| Failure {
+        reason: e.reason(),
+        message: e.to_string(),
+    });
+    let new_status = status::compute(&StatusInput {
+        rc,
+        observed: &observed,
+        raft: &raft,
+        step: &step,
+        bootstrap: Some(&bootstrap),
+        failure: report.as_ref(),
+        now: Timestamp::now(),
+    });
+    let old_status = rc.status.clone().unwrap_or_default();
+    if rc.status.as_ref() != Some(&new_status) {
+        write_status(ctx, namespace, name, &new_status).await?;
+        ctx.memory()
+            .last_status
+            .insert(uid.to_string(), new_status.clone());
+        crate::events::report_leader_change(rc, ctx, &old_status, &new_status).await;
+    }
+
+    match failure {
+        Some(e) => Err(e),
+        None if step.is_scaling() => Ok(Action::requeue(SCALING_REQUEUE)),
+        None if step == Step::WaitForLeader => Ok(Action::requeue(LEADERLESS_REQUEUE)),
+        None => Ok(Action::requeue(STEADY_REQUEUE)),
+    }
+}
+
+/// Reads the StatefulSet and the pods.
+async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<Observed> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let statefulset = statefulsets
+        .get_opt(&resources::statefulset_name(name))
+        .await?
+        .map(|sts| crate::observe::statefulset_state(&sts));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&selector_string(name)))
+        .await?
+        .items
+        .iter()
+        .filter_map(|pod| crate::observe::pod_state(name, pod))
+        .collect();
+    Ok(Observed {
+        statefulset,
+        pods,
+        members: Default::default(),
+    })
+}
+
+/// The bootstrap membership: as recorded in status; else as the existing StatefulSet's pods
+/// were given it (status was lost, or its write failed after the StatefulSet was made); else
+/// decided now, once, from `spec.replicas`.
+pub fn decide_bootstrap(rc: &RaftCluster, observed: &Observed, cfg: &BuildConfig) -> Bootstrap {
+    if let Some(b) = rc.status.as_ref().and_then(|s| s.bootstrap.clone()) {
+        return b;
+    }
+    if let Some(members) = observed
+        .statefulset
+        .as_ref()
+        .and_then(|s| s.initial_members.clone())
+    {
+        let replicas =
+            i32::try_from(members.split(',').filter(|m| !m.is_empty()).count()).unwrap_or(i32::MAX);
+        return Bootstrap {
+            replicas,
+            initial_members: members,
+        };
+    }
+    let namespace = rc.namespace().unwrap_or_default();
+    Bootstrap {
+        replicas: rc.spec.replicas,
+        initial_members: initial_members(
+            &rc.name_any(),
+            &namespace,
+            &cfg.cluster_domain,
+            rc.spec.replicas,
+        ),
+    }
+}
+
+async fn apply_objects(
+    rc: &RaftCluster,
+    ctx: &Context,
+    uid: &str,
+    replicas: i32,
+    bootstrap: &Bootstrap,
+) -> Result<()> {
+    let stores = ctx.owned.as_ref();
+    apply(
+        ctx,
+        uid,
+        resources::peers_service(rc),
+        stores.map(|s| &s.services),
+    )
+    .await?;
+    apply(
+        ctx,
+        uid,
+        resources::client_service(rc),
+        stores.map(|s| &s.services),
+    )
+    .await?;
+    apply(
+        ctx,
+        uid,
+        resources::leader_service(rc),
+        stores.map(|s| &s.services),
+    )
+    .await?;
+    let sts = resources::statefulset(rc, &ctx.config, replicas, &bootstrap.initial_members);
+    apply(ctx, uid, sts, stores.map(|s| &s.statefulsets)).await?;
+    let pdb = resources::pod_disruption_budget(rc);
+    apply(ctx, uid, pdb, stores.map(|s| &s.pod_disruption_budgets)).await?;
+    Ok(())
+}
+
+/// Server-side applies `object` unless exactly it was applied recently and (when a store is
+/// available) nobody changed it since.
+async fn apply<K>(ctx: &Context, uid: &str, object: K, store: Option<&Store<K>>) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    let body = serde_json::to_vec(&object).map_err(|source| Error::Serialize {
+        what: "an owned object",
+        source,
+    })?;
+    let mut hasher = DefaultHasher::new();
+    body.hash(&mut hasher);
+    let hash = hasher.finish();
+    let key = (uid.to_string(), K::kind(&()).to_string(), name.clone());
+    let unchanged = ctx.memory().applied.get(&key).is_some_and(|a| {
+        a.hash == hash
+            && a.at.elapsed() < RESYNC
+            && store.is_none_or(|s| {
+                s.get(&ObjectRef::new(&name).within(&namespace))
+                    .is_some_and(|o| o.resource_version() == a.resource_version)
+            })
+    });
+    if unchanged {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await?;
+    ctx.metrics.applies.inc();
+    ctx.memory().applied.insert(
+        key,
+        Applied {
+            hash,
+            resource_version: applied.resource_version(),
+            at: Instant::now(),
+        },
+    );
+    Ok(())
+}
+
+/// Makes the membership change `step` asks for, through the leader.
+async fn take_step(
+    rc: &RaftCluster,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    raft: &RaftView,
+    step: &Step,
+) -> Result<()> {
+    let member = |ordinal: i32| MemberRef {
+        namespace: namespace.to_string(),
+        cluster: name.to_string(),
+        ordinal,
+    };
+    let Some(via) = raft.leader.as_ref().map(|(_, o)| member(*o)) else {
+        return Ok(());
+    };
+    let admin = MemberAdmin {
+        locator: ctx.watches.locator(),
+        cluster_domain: &ctx.config.cluster_domain,
+    };
+    let (reason, note) = match *step {
+        Step::AddLearner(o) => {
+            admin.add_learner(&via, &member(o)).await?;
+            (
+                "MemberAdded",
+                format!(
+                    "added {} (member {}) as a learner",
+                    pod_name(name, o),
+                    member_id(o)
+                ),
+            )
+        }
+        Step::Promote(o) => {
+            admin.promote(&via, member_id(o)).await?;
+            (
+                "MemberPromoted",
+                format!("promoted {} to voter", pod_name(name, o)),
+            )
+        }
+        Step::TransferLeadership { from: o, to } => {
+            admin.transfer_leadership(&member(o), member_id(to)).await?;
+            (
+                "LeadershipTransferred",
+                format!(
+                    "asked {} to hand leadership to {} before its removal",
+                    pod_name(name, o),
+                    pod_name(name, to)
+                ),
+            )
+        }
+        Step::Remove(o) => {
+            admin.remove(&via, member_id(o)).await?;
+            (
+                "MemberRemoved",
+                format!("removed {} from the configuration", pod_name(name, o)),
+            )
+        }
+        _ => return Ok(()),
+    };
+    tracing::info!(cluster = %name, %note, "membership step taken");
+    crate::events::publish_event(ctx, rc, "Normal", reason, "Scale", note).await;
+    Ok(())
+}
+
+/// Moves `kuberaft.io/role=leader` to the leader's pod (and off every other pod). With no
+/// leader known, labels are left as they are rather than flapping during an election.
+async fn label_leader(
+    ctx: &Context,
+    namespace: &str,
+    observed: &Observed,
+    raft: &RaftView,
+) -> Result<()> {
+    let Some((leader, _)) = raft.leader.as_ref() else {
+        return Ok(());
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    for pod in &observed.pods {
+        let is_leader = &pod.name == leader;
+        if pod.leader_label == is_leader {
+            continue;
+        }
+        let value = if is_leader {
+            json!(ROLE_LEADER)
+        } else {
+            json!(null)
+        };
+        let patch = json!({ "metadata": { "labels": { ROLE_LABEL: value } } });
+        match pods
+            .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            // The pod went away (the old leader was deleted): nothing to unlabel.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes the status with server-side apply, so fields that are no longer set are removed.
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &RaftClusterStatus,
+) -> Result<()> {
+    let api: Api<RaftCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": RaftCluster::api_version(&()),
+        "kind": RaftCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_updates.inc();
+    Ok(())
+}

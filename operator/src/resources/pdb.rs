@@ -1,0 +1,28 @@
+//! The PodDisruptionBudget that keeps a quorum through voluntary disruptions (drains, evictions).
+
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::{object_meta, quorum, selector_labels};
+use crate::crd::RaftCluster;
+
+/// At least a quorum of the desired voters stays available. Pods that are not ready may always be
+/// evicted: they do not count towards the quorum anyway, and keeping them only blocks drains.
+pub fn pod_disruption_budget(rc: &RaftCluster) -> PodDisruptionBudget {
+    let cluster = rc.name_any();
+    PodDisruptionBudget {
+        metadata: object_meta(rc, cluster.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(quorum(rc.spec.replicas))),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&cluster)),
+                ..LabelSelector::default()
+            }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_string()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,281 @@
+//! The StatefulSet that runs the members.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    GRPCAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+
+use super::{
+    BuildConfig, CLIENT_PORT, DATA_DIR, HTTP_PORT, PEER_PORT, image, labels, object_meta,
+    peers_service_name, selector_labels, statefulset_name,
+};
+use crate::crd::RaftCluster;
+
+/// The container's name, also used by `kubectl exec -c`.
+pub const CONTAINER: &str = "kuberaft-node";
+/// The volumeClaimTemplate's name; PVCs are `data-<pod>`.
+pub const DATA_VOLUME: &str = "data";
+/// Seconds a pod gets after SIGTERM: a leader hands leadership over first, which takes a few
+/// election timeouts at most; the rest is margin for a slow disk.
+pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+/// The non-root user and group the node runs as (distroless's `nonroot`).
+const RUN_AS: i64 = 65532;
+
+/// The StatefulSet for `rc` with `replicas` pods. `replicas` is what the scaling steps decided,
+/// not `spec.replicas`; `initial_members` is the recorded bootstrap membership, which never
+/// changes after creation (changing the pod template restarts every member).
+pub fn statefulset(
+    rc: &RaftCluster,
+    cfg: &BuildConfig,
+    replicas: i32,
+    initial_members: &str,
+) -> StatefulSet {
+    let cluster = rc.name_any();
+    let retention = &rc.spec.storage.retention;
+    StatefulSet {
+        metadata: object_meta(rc, statefulset_name(&cluster)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(peers_service_name(&cluster)),
+            // Members must all start to elect a leader; ordered start would deadlock readiness.
+            pod_management_policy: Some("Parallel".to_string()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&cluster)),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(retention.when_deleted.as_str().to_string()),
+                    when_scaled: Some(retention.when_scaled.as_str().to_string()),
+                },
+            ),
+            volume_claim_templates: Some(vec![volume_claim_template(rc)]),
+            template: pod_template(rc, cfg, initial_members),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn volume_claim_template(rc: &RaftCluster) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            labels: Some(selector_labels(&rc.name_any())),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: rc.spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    rc.spec.storage.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn pod_template(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> PodTemplateSpec {
+    let cluster = rc.name_any();
+    let pod = &rc.spec.pod;
+    // The user's labels first, so that ours win on a clash (the selector must keep matching).
+    let mut pod_labels = pod.labels.clone();
+    pod_labels.extend(labels(&cluster));
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: (!pod.annotations.is_empty()).then(|| pod.annotations.clone()),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(rc, cfg, initial_members)],
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            // Service links add an env var per Service in the namespace; the node needs none.
+            enable_service_links: Some(false),
+            automount_service_account_token: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                fs_group: Some(RUN_AS),
+                fs_group_change_policy: Some("OnRootMismatch".to_string()),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
+            tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
+            affinity: Some(
+                pod.affinity
+                    .clone()
+                    .unwrap_or_else(|| spread_across_nodes(&cluster)),
+            ),
+            priority_class_name: pod.priority_class_name.clone(),
+            volumes: Some(vec![Volume {
+                name: "tmp".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// The default affinity: prefer one member per node, so that losing a node costs one member.
+/// Preferred, not required, so that a one-node cluster (kind, a laptop) still runs.
+fn spread_across_nodes(cluster: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".to_string(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(cluster)),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn env_from_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn grpc_probe(service: Option<&str>, period: i32, failures: i32) -> Probe {
+    Probe {
+        grpc: Some(GRPCAction {
+            port: CLIENT_PORT,
+            service: service.map(str::to_string),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    }
+}
+
+fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Container {
+    let raft = &rc.spec.raft;
+    let mut vars = vec![
+        env("KUBERAFT_CLUSTER", rc.name_any()),
+        env_from_field("KUBERAFT_NAME", "metadata.name"),
+        env_from_field("KUBERAFT_NAMESPACE", "metadata.namespace"),
+        env("KUBERAFT_DATA_DIR", DATA_DIR),
+        env("KUBERAFT_PEER_LISTEN", format!("0.0.0.0:{PEER_PORT}")),
+        env("KUBERAFT_CLIENT_LISTEN", format!("0.0.0.0:{CLIENT_PORT}")),
+        env("KUBERAFT_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+        env("KUBERAFT_INITIAL_MEMBERS", initial_members),
+        env(
+            "KUBERAFT_ELECTION_TIMEOUT_MIN_MS",
+            raft.election_timeout_min_ms.to_string(),
+        ),
+        env(
+            "KUBERAFT_ELECTION_TIMEOUT_MAX_MS",
+            raft.election_timeout_max_ms.to_string(),
+        ),
+        env(
+            "KUBERAFT_HEARTBEAT_INTERVAL_MS",
+            raft.heartbeat_interval_ms.to_string(),
+        ),
+        env("KUBERAFT_LOG_FORMAT", "json"),
+    ];
+    if let Some(threshold) = raft.snapshot_threshold_entries {
+        vars.push(env(
+            "KUBERAFT_SNAPSHOT_THRESHOLD_ENTRIES",
+            threshold.to_string(),
+        ));
+    }
+    Container {
+        name: CONTAINER.to_string(),
+        image: Some(image(rc, cfg)),
+        image_pull_policy: rc.spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        env: Some(vars),
+        ports: Some(vec![
+            container_port("peer", PEER_PORT),
+            container_port("client", CLIENT_PORT),
+            container_port("http", HTTP_PORT),
+        ]),
+        // Ready = grpc.health.v1 overall status SERVING: a leader is known and this member has
+        // caught up, so rolling updates wait for each member to rejoin the quorum.
+        readiness_probe: Some(grpc_probe(None, 2, 3)),
+        // Alive = the admin service answers; a member without a quorum is not ready but alive,
+        // and restarting it would not bring the quorum back.
+        liveness_probe: Some(grpc_probe(Some("kuberaft.admin.v1.Admin"), 10, 6)),
+        resources: rc.spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.to_string(),
+                mount_path: DATA_DIR.to_string(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".to_string(),
+                mount_path: "/tmp".to_string(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    }
+}

@@ -1,0 +1,637 @@
+//! Reconcile scenarios against a mocked API server (support/api.rs) and a fake Raft cluster
+//! behind real gRPC (support/fake_admin.rs): each test reads as the sequence of API calls one
+//! reconcile makes.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kuberaft_operator::crd::{RaftCluster, RaftClusterStatus};
+use kuberaft_operator::health::Health;
+use kuberaft_operator::members::watch::MemberWatches;
+use kuberaft_operator::metrics::Metrics;
+use kuberaft_operator::observe::RaftView;
+use kuberaft_operator::reconcile::{Context, backoff, error_policy, reconcile};
+use kuberaft_operator::resources::BuildConfig;
+use kuberaft_operator::{Error, Result};
+use serde_json::{Value, json};
+use support::api::mock_client;
+use support::eventually;
+use support::fake_admin::FakeCluster;
+
+fn cluster(replicas: i32) -> RaftCluster {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/demo.yaml");
+    let text = std::fs::read_to_string(path).expect("fixture");
+    let mut rc: RaftCluster = serde_yaml::from_str(&text).expect("fixture parses");
+    rc.spec.replicas = replicas;
+    rc
+}
+
+fn context(client: kube::Client, fake: &FakeCluster) -> Arc<Context> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    // Triggers are not consumed here: tests call reconcile themselves.
+    std::mem::forget(rx);
+    let watches = Arc::new(MemberWatches::new(
+        Arc::new(fake.locator()),
+        tx,
+        Health::default(),
+    ));
+    Arc::new(Context::new(
+        client,
+        BuildConfig::default(),
+        watches,
+        Metrics::default(),
+        "kuberaft-operator-test".to_string(),
+        None,
+    ))
+}
+
+/// The StatefulSet as the API server would return it after `applied`, with `ready` ready pods.
+fn statefulset(applied: &Value, ready: i32) -> StatefulSet {
+    let mut sts: StatefulSet = serde_json::from_value(applied.clone()).expect("a StatefulSet");
+    sts.status = Some(StatefulSetStatus {
+        replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+        ready_replicas: Some(ready),
+        ..StatefulSetStatus::default()
+    });
+    sts
+}
+
+fn pod(name: &str, leader: bool) -> Pod {
+    let mut labels = std::collections::BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "kuberaft".to_string()),
+        ("app.kubernetes.io/instance".to_string(), "demo".to_string()),
+    ]);
+    if leader {
+        labels.insert("kuberaft.io/role".to_string(), "leader".to_string());
+    }
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some("default".to_string()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        ..Pod::default()
+    }
+}
+
+fn start(rc: &RaftCluster, ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Action>> {
+    tokio::spawn(reconcile(Arc::new(rc.clone()), ctx.clone()))
+}
+
+fn with_status(rc: &RaftCluster, status: &Value) -> RaftCluster {
+    let mut rc = rc.clone();
+    rc.status = Some(serde_json::from_value(status.clone()).expect("a RaftClusterStatus"));
+    rc
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+/// Waits until the operator's view of the members satisfies `check`.
+async fn settle(ctx: &Context, what: &str, check: impl Fn(&RaftView) -> bool) {
+    eventually(Duration::from_secs(3), what, || {
+        check(&RaftView::from_members(
+            &ctx.watches.view("default", "demo"),
+        ))
+        .then_some(())
+    })
+    .await;
+}
+
+/// Waits until the operator hears from `n` members.
+async fn members_up(ctx: &Context, n: usize) {
+    eventually(Duration::from_secs(3), "members reachable", || {
+        let view = ctx.watches.view("default", "demo");
+        (view.values().filter(|o| o.reachable).count() >= n).then_some(())
+    })
+    .await;
+}
+
+fn leader_is(name: &str, term: u64) -> impl Fn(&RaftView) -> bool {
+    let name = name.to_string();
+    move |v| v.term == term && v.leader.as_ref().map(|(n, _)| n.as_str()) == Some(name.as_str())
+}
+
+#[tokio::test]
+async fn creating_a_cluster_applies_every_object_then_an_unchanged_cluster_writes_nothing() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3); // no member is up yet
+    let ctx = context(client, &fake);
+    let rc = cluster(3);
+
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    api.list_pods(&[]).await;
+    let owned = api.apply_all("demo").await;
+    assert_eq!(owned.statefulset["spec"]["replicas"], 3);
+    assert_eq!(owned.peers["spec"]["publishNotReadyAddresses"], true);
+    assert_eq!(
+        owned.leader["spec"]["selector"]["kuberaft.io/role"],
+        "leader"
+    );
+    assert_eq!(owned.pdb["spec"]["minAvailable"], 2);
+    assert_eq!(
+        owned.client["metadata"]["ownerReferences"][0]["kind"],
+        "RaftCluster"
+    );
+    let status = api.status(&rc).await;
+    let action = task.await.expect("no panic").expect("reconciled");
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(30)),
+        "waits for a leader"
+    );
+
+    let initial = "1=demo-0@demo-0.demo-peers.default.svc.cluster.local:7000/7001,\
+                   2=demo-1@demo-1.demo-peers.default.svc.cluster.local:7000/7001,\
+                   3=demo-2@demo-2.demo-peers.default.svc.cluster.local:7000/7001";
+    assert_eq!(
+        status["bootstrap"]["initialMembers"], initial,
+        "the bootstrap is recorded"
+    );
+    assert_eq!(status["bootstrap"]["replicas"], 3);
+    assert_eq!(status["phase"], "Creating");
+    assert_eq!(status["ready"], "0/3");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(condition(&status, "Progressing")["reason"], "Creating");
+    assert_eq!(condition(&status, "LeaderElected")["status"], "False");
+    assert_eq!(
+        condition(&status, "Degraded")["status"],
+        "False",
+        "no alarm while creating"
+    );
+    let env = &owned.statefulset["spec"]["template"]["spec"]["containers"][0]["env"];
+    let members_env = env
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == "KUBERAFT_INITIAL_MEMBERS"))
+        .expect("initial members env");
+    assert_eq!(members_env["value"], initial);
+
+    // A trigger that arrives before the status write reached the operator's cache: the cached
+    // object has no status yet, and still nothing is written again.
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&statefulset(&owned.statefulset, 0)))
+        .await;
+    api.list_pods(&[]).await;
+    api.nothing_more().await;
+    task.await.expect("no panic").expect("reconciled");
+
+    // The same cluster again, as the API server now has it: reads, and not one write.
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&statefulset(&owned.statefulset, 0)))
+        .await;
+    api.list_pods(&[]).await;
+    api.nothing_more().await;
+    task.await.expect("no panic").expect("reconciled");
+}
+
+#[tokio::test]
+async fn a_new_leader_reaches_status_moves_the_leader_label_and_is_announced() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    fake.serve(3).await;
+    fake.elect(1);
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
+    settle(&ctx, "demo-0 leads in term 1", leader_is("demo-0", 1)).await;
+    let rc = cluster(3);
+
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    api.list_pods(&[
+        pod("demo-0", false),
+        pod("demo-1", false),
+        pod("demo-2", false),
+    ])
+    .await;
+    let owned = api.apply_all("demo").await;
+    let patch = api.pod_label("demo-0").await;
+    assert_eq!(
+        patch,
+        json!({"metadata": {"labels": {"kuberaft.io/role": "leader"}}})
+    );
+    let status = api.status(&rc).await;
+    assert_eq!(
+        api.event().await,
+        (
+            "Normal".into(),
+            "LeaderElected".into(),
+            "demo-0 elected leader in term 1".into()
+        )
+    );
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["leader"], "demo-0");
+    assert_eq!(status["term"], 1);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(
+        condition(&status, "LeaderElected")["reason"],
+        "LeaderElected"
+    );
+    assert_eq!(condition(&status, "Available")["status"], "True");
+    assert_eq!(status["members"][0]["role"], "Leader");
+    assert_eq!(status["members"][1]["role"], "Follower");
+    assert_eq!(status["members"][2]["suffrage"], "Voter");
+    assert!(status["lastLeaderChange"].is_string());
+
+    // `kubectl delete pod demo-0`: demo-2 wins term 2.
+    fake.kill(1);
+    fake.elect(3);
+    settle(&ctx, "demo-2 leads in term 2", leader_is("demo-2", 2)).await;
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&statefulset(&owned.statefulset, 2)))
+        .await;
+    api.list_pods(&[
+        pod("demo-0", true),
+        pod("demo-1", false),
+        pod("demo-2", false),
+    ])
+    .await;
+    let off = api.pod_label("demo-0").await;
+    assert_eq!(
+        off,
+        json!({"metadata": {"labels": {"kuberaft.io/role": null}}})
+    );
+    let on = api.pod_label("demo-2").await;
+    assert_eq!(on["metadata"]["labels"]["kuberaft.io/role"], "leader");
+    let status = api.status(&rc).await;
+    assert_eq!(
+        api.event().await,
+        (
+            "Normal".into(),
+            "LeaderElected".into(),
+            "demo-2 elected leader in term 2".into()
+        )
+    );
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["leader"], "demo-2");
+    assert_eq!(status["term"], 2);
+    assert_eq!(status["ready"], "2/3");
+    assert_eq!(status["phase"], "Degraded", "demo-0 is down");
+    assert_eq!(condition(&status, "Degraded")["reason"], "MemberUnhealthy");
+    assert_eq!(
+        condition(&status, "Available")["status"],
+        "True",
+        "2 of 3 is a quorum"
+    );
+    assert_eq!(status["members"][0]["healthy"], false);
+    assert_eq!(status["members"][0]["role"], "Unknown");
+}
+
+#[tokio::test]
+async fn scaling_up_adds_a_pod_then_a_learner_then_promotes_it() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    fake.serve(4).await; // demo-3's pod is up as soon as the StatefulSet grows
+    fake.elect(1);
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
+    settle(&ctx, "demo-0 leads", leader_is("demo-0", 1)).await;
+    let rc = cluster(3);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    api.list_pods(&[]).await;
+    let owned = api.apply_all("demo").await;
+    let status = api.status(&rc).await;
+    api.event().await;
+    task.await.expect("no panic").expect("reconciled");
+    let three = statefulset(&owned.statefulset, 3);
+
+    // kubectl scale raftcluster demo --replicas 4
+    let mut rc = with_status(&rc, &status);
+    rc.spec.replicas = 4;
+    rc.metadata.generation = Some(2);
+
+    // 1. The StatefulSet grows by one (the PDB follows the new quorum).
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&three)).await;
+    api.list_pods(&[]).await;
+    let sts = api
+        .apply("/apis/apps/v1/namespaces/default/statefulsets/demo")
+        .await;
+    assert_eq!(sts["spec"]["replicas"], 4);
+    let pdb = api
+        .apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo")
+        .await;
+    assert_eq!(pdb["spec"]["minAvailable"], 3);
+    let (kind, reason, note) = api.event().await;
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        ("Warning", "EvenReplicas"),
+        "{note}"
+    );
+    let status = api.status(&rc).await;
+    assert_eq!(status["phase"], "Scaling");
+    assert_eq!(
+        condition(&status, "Progressing")["reason"],
+        "ScalingStatefulSet"
+    );
+    let action = task.await.expect("no panic").expect("reconciled");
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["env"],
+        owned.statefulset["spec"]["template"]["spec"]["containers"][0]["env"],
+        "the pod template (and the bootstrap membership) does not change"
+    );
+    let four = statefulset(&sts, 3);
+
+    // 2. The new pod joins as a learner.
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&four)).await;
+    api.list_pods(&[]).await;
+    let (_, reason, note) = api.event().await;
+    assert_eq!(reason, "MemberAdded");
+    assert_eq!(note, "added demo-3 (member 4) as a learner");
+    let status = api.status(&rc).await;
+    assert_eq!(condition(&status, "Progressing")["reason"], "ScalingUp");
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(fake.calls(), ["AddMember(4, demo-3, learner_only=true)@1"]);
+
+    // 3. Caught up, it is promoted.
+    settle(&ctx, "demo-3 is a learner", |v| {
+        v.configuration
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|m| m.ordinal == 3 && !m.voter))
+    })
+    .await;
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&four)).await;
+    api.list_pods(&[]).await;
+    let (_, reason, _) = api.event().await;
+    assert_eq!(reason, "MemberPromoted");
+    let status = api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(fake.calls()[1], "PromoteMember(4)@1");
+
+    // 4. Four voters: done.
+    settle(&ctx, "demo-3 is a voter", |v| {
+        v.configuration
+            .as_ref()
+            .is_some_and(|c| c.iter().filter(|m| m.voter).count() == 4)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(3),
+        "demo-3 reports itself serving",
+        || {
+            kuberaft_operator::status::is_healthy(ctx.watches.view("default", "demo").get("demo-3"))
+                .then_some(())
+        },
+    )
+    .await;
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&statefulset(&sts, 4)))
+        .await;
+    api.list_pods(&[]).await;
+    let status = api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(condition(&status, "Progressing")["reason"], "Reconciled");
+    assert_eq!(status["members"][3]["suffrage"], "Voter");
+    assert_eq!(
+        fake.calls().len(),
+        2,
+        "no other membership call: {:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test]
+async fn scaling_down_moves_leadership_then_removes_the_member_then_shrinks() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 4);
+    fake.serve(4).await;
+    fake.elect(4); // demo-3, the member to remove, leads
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 4);
+    members_up(&ctx, 4).await;
+    settle(&ctx, "demo-3 leads", leader_is("demo-3", 1)).await;
+    let mut rc = cluster(3);
+    rc.status = Some(RaftClusterStatus {
+        leader: Some("demo-3".to_string()),
+        term: 1,
+        ..RaftClusterStatus::default()
+    });
+    let applied = kuberaft_operator::resources::statefulset(
+        &rc,
+        &BuildConfig::default(),
+        4,
+        &kuberaft_operator::resources::initial_members("demo", "default", "cluster.local", 4),
+    );
+    let four = statefulset(&serde_json::to_value(&applied).expect("json"), 4);
+
+    // 1. Leadership moves off demo-3 first.
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&four)).await;
+    api.list_pods(&[]).await;
+    let owned = api.apply_all("demo").await;
+    assert_eq!(
+        owned.statefulset["spec"]["replicas"], 4,
+        "nothing shrinks yet"
+    );
+    let (_, reason, note) = api.event().await;
+    println!("{reason}: {note}");
+    assert_eq!(reason, "LeadershipTransferred");
+    let status = api.status(&rc).await;
+    assert_eq!(condition(&status, "Progressing")["reason"], "ScalingDown");
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(
+        fake.calls(),
+        ["TransferLeadership(1)@4"],
+        "to demo-0, which stays"
+    );
+
+    // 2. Then demo-3 leaves the configuration, through the new leader.
+    settle(&ctx, "demo-0 leads in term 2", leader_is("demo-0", 2)).await;
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&four)).await;
+    api.list_pods(&[]).await;
+    let (_, reason, note) = api.event().await;
+    assert_eq!(
+        (reason.as_str(), note.as_str()),
+        ("MemberRemoved", "removed demo-3 from the configuration")
+    );
+    let status = api.status(&rc).await;
+    assert_eq!(api.event().await.2, "demo-0 elected leader in term 2");
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(fake.calls()[1], "RemoveMember(4)@1");
+
+    // 3. Only then does the StatefulSet shrink.
+    settle(&ctx, "three members", |v| {
+        v.configuration.as_ref().is_some_and(|c| c.len() == 3)
+    })
+    .await;
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&four)).await;
+    api.list_pods(&[]).await;
+    let sts = api
+        .apply("/apis/apps/v1/namespaces/default/statefulsets/demo")
+        .await;
+    assert_eq!(sts["spec"]["replicas"], 3);
+    let status = api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["replicas"], 3);
+
+    // 4. Steady at three.
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&statefulset(&sts, 3)))
+        .await;
+    api.list_pods(&[]).await;
+    let status = api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(3));
+    api.nothing_more().await;
+}
+
+#[tokio::test]
+async fn a_deleted_cluster_is_left_to_garbage_collection() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 3);
+    let mut rc = cluster(3);
+    rc.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let action = start(&rc, &ctx)
+        .await
+        .expect("no panic")
+        .expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    api.nothing_more().await;
+    assert_eq!(
+        ctx.watches.clusters(),
+        0,
+        "the members are no longer watched"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_cluster_gets_status_and_nothing_else() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    fake.serve(3).await;
+    fake.elect(2);
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
+    settle(&ctx, "demo-1 leads", leader_is("demo-1", 1)).await;
+    let mut rc = cluster(5);
+    rc.spec.paused = true;
+    let applied = kuberaft_operator::resources::statefulset(
+        &rc,
+        &BuildConfig::default(),
+        3,
+        &kuberaft_operator::resources::initial_members("demo", "default", "cluster.local", 3),
+    );
+    let task = start(&rc, &ctx);
+    api.get_statefulset(
+        "demo",
+        Some(&statefulset(
+            &serde_json::to_value(&applied).expect("json"),
+            3,
+        )),
+    )
+    .await;
+    api.list_pods(&[pod("demo-1", false)]).await;
+    let status = api.status(&rc).await;
+    api.event().await; // the leader is still reported
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["phase"], "Paused");
+    assert_eq!(condition(&status, "ReconciliationPaused")["status"], "True");
+    assert_eq!(status["leader"], "demo-1");
+    assert!(fake.calls().is_empty(), "no membership change while paused");
+    api.nothing_more().await;
+}
+
+#[tokio::test]
+async fn an_api_failure_sets_degraded_and_backs_off() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    let ctx = context(client, &fake);
+    let rc = cluster(3);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    api.list_pods(&[]).await;
+    api.fail(
+        Method::PATCH,
+        "/api/v1/namespaces/default/services/demo-peers",
+    )
+    .await;
+    let status = api.status(&rc).await;
+    let error = task
+        .await
+        .expect("no panic")
+        .expect_err("the reconcile fails");
+    assert!(matches!(error, Error::Kube(_)), "{error}");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "KubernetesApiError");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("request timed out")
+    );
+    assert_eq!(status["phase"], "Degraded");
+
+    let rc = Arc::new(rc);
+    let first = error_policy(rc.clone(), &error, ctx.clone());
+    let second = error_policy(rc.clone(), &error, ctx.clone());
+    assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(2)));
+    assert_eq!(
+        backoff(20),
+        Duration::from_secs(300),
+        "capped at five minutes"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_image_shows_as_degraded_with_the_pod_and_the_reason() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    let ctx = context(client, &fake);
+    let rc = cluster(3);
+    let mut broken = pod("demo-0", false);
+    broken.status = Some(
+        serde_json::from_value(json!({"containerStatuses": [{
+            "name": "kuberaft-node", "image": "kuberaft-node:typo", "imageID": "", "ready": false,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"kuberaft-node:typo\""}}
+        }]}))
+        .expect("a pod status"),
+    );
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    api.list_pods(&[broken, pod("demo-1", false)]).await;
+    api.apply_all("demo").await;
+    let status = api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "PodFailing");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(message.contains("demo-0: ImagePullBackOff"), "{message}");
+    assert_eq!(status["phase"], "Degraded");
+}
