@@ -146,6 +146,11 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
+    // Liveness: the process answers. Readiness (the overall status "" and the
+    // KV service) waits for a leader and a caught-up state machine.
+    health
+        .set_service_status("kuberaft.admin.v1.Admin", ServingStatus::Serving)
+        .await;
     let mut health_status = status_rx.clone();
     tokio::spawn(async move {
         let mut last = None;
