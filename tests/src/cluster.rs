@@ -99,12 +99,27 @@ impl Cluster {
         Self::start_with(n, &[])
     }
 
+    /// Starts `n` members named like the pods of StatefulSet `name`
+    /// (`<name>-0`, …; member id = ordinal + 1), in cluster `name`.
+    pub fn start_named(name: &str, n: u64) -> Cluster {
+        Self::build(name, n, &[], |id| format!("{name}-{}", id - 1))
+    }
+
     pub fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
+        Self::build("test", n, extra_args, |id| format!("node-{id}"))
+    }
+
+    fn build(
+        cluster: &str,
+        n: u64,
+        extra_args: &[&str],
+        name_of: impl Fn(u64) -> String,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let members: Vec<Member> = (1..=n)
             .map(|id| Member {
                 id,
-                name: format!("node-{id}"),
+                name: name_of(id),
                 peer_port: free_port(),
                 client_port: free_port(),
                 http_port: free_port(),
@@ -125,7 +140,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut c = Cluster {
-            name: "test".into(),
+            name: cluster.into(),
             members,
             dir,
             initial_members,

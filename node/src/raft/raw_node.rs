@@ -290,20 +290,21 @@ impl RawNode {
         let mut messages = std::mem::take(&mut r.msgs);
         let term_or_vote_changed = hard.current_term != self.prev_hard.current_term
             || hard.voted_for != self.prev_hard.voted_for;
-        let leader_messages = if r.role == Role::Leader && !term_or_vote_changed && snapshot.is_none() {
-            let (early, late) = messages.into_iter().partition(|m| {
-                matches!(
-                    m.body,
-                    MessageBody::AppendEntries { .. }
-                        | MessageBody::InstallSnapshot { .. }
-                        | MessageBody::TimeoutNow
-                )
-            });
-            messages = late;
-            early
-        } else {
-            Vec::new()
-        };
+        let leader_messages =
+            if r.role == Role::Leader && !term_or_vote_changed && snapshot.is_none() {
+                let (early, late) = messages.into_iter().partition(|m| {
+                    matches!(
+                        m.body,
+                        MessageBody::AppendEntries { .. }
+                            | MessageBody::InstallSnapshot { .. }
+                            | MessageBody::TimeoutNow
+                    )
+                });
+                messages = late;
+                early
+            } else {
+                Vec::new()
+            };
         Ready {
             soft_state: (soft != self.prev_soft).then_some(soft),
             hard_state,
