@@ -21,10 +21,12 @@
 //!   member's commit index only moves over entries equal to it; a durable log
 //!   never drops an entry at or below the member's commit index nor holds
 //!   one there that differs from it; snapshots describe the committed state.
-//! - **Durability before speech**: a vote or an acknowledgement leaves only
-//!   once what it promises is on disk; a term is persisted before anything is
-//!   said in it; nobody votes twice in a term; `must_sync` is set whenever
-//!   the term, the vote, the log or the snapshot changed.
+//! - **Durability before speech**: a vote or an acknowledgement of term `T`
+//!   leaves only once what it promises is on disk, or the disk has moved to
+//!   a later term (which keeps the promise: nobody acts in an older term); a
+//!   term is persisted before anything is said in it; nobody votes twice in
+//!   a term; `must_sync` is set whenever the term, the vote, the log or the
+//!   snapshot changed.
 //! - **Membership** (M1–M3): see `config_model.rs`.
 //! - **Reads**: a ReadIndex answer reflects every write committed before the
 //!   read was asked (linearizability of reads, §6.4 of the thesis).
