@@ -17,7 +17,9 @@
 //! second "ctl" network with no aliases: the test talks to members by their
 //! IP there. Members never use it: they know each other only by DNS name,
 //! and those names exist only on the pods network, so disconnecting a member
-//! from it partitions that member from all its peers, both ways.
+//! from it partitions that member from all its peers, both ways. A third,
+//! "side" network holds a minority that is cut off together: there the
+//! members of the minority resolve and reach each other, and nobody else.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -123,6 +125,7 @@ pub struct DockerCluster {
     pub image: Image,
     pub pods: Network,
     pub ctl: Network,
+    pub side: Network,
     pub members: Vec<Member>,
     /// Each member's IP generation: bumped by `recreate`.
     generations: Mutex<Vec<u32>>,
@@ -139,6 +142,7 @@ impl DockerCluster {
         let image = image::build(&run, "node.Dockerfile", "node");
         let pods = Network::create(&run, "pods", 30);
         let ctl = Network::create(&run, "ctl", 31);
+        let side = Network::create(&run, "side", 29);
         let members: Vec<Member> = (0..spec.replicas)
             .map(|ordinal| {
                 let name = format!("{}-{ordinal}", spec.cluster);
@@ -161,6 +165,7 @@ impl DockerCluster {
             image,
             pods,
             ctl,
+            side,
             members,
             run,
         };
@@ -370,6 +375,35 @@ impl DockerCluster {
             &self.pods.name,
             &m.container,
         ]);
+    }
+
+    /// Moves member `id` from the pods network to the side network, with
+    /// its DNS name: together with the others moved there, it forms a
+    /// minority that can reach only itself.
+    pub fn move_to_side(&self, id: u64) {
+        let m = self.member(id);
+        self.disconnect(id);
+        must(&[
+            "network",
+            "connect",
+            "--ip",
+            &self.side.ip(m.ordinal, self.generation(id)),
+            "--alias",
+            &m.fqdn,
+            &self.side.name,
+            &m.container,
+        ]);
+    }
+
+    /// Undoes `move_to_side`.
+    pub fn back_from_side(&self, id: u64) {
+        must(&[
+            "network",
+            "disconnect",
+            &self.side.name,
+            &self.member(id).container,
+        ]);
+        self.reconnect(id);
     }
 
     /// Deletes member `id`'s container and creates it again with the same

@@ -1,6 +1,7 @@
 //! The nemesis: faults done to a minority of members, one round after
 //! another, for a bounded time. Each round picks up to `max_faulty`
-//! members (half the time including the leader), gives each a fault, holds
+//! members (half the time including the leader), gives each a fault (or cuts
+//! them off together, as a minority that still talks within itself), holds
 //! it for a while, heals every member, and lets the cluster settle.
 
 use std::collections::BTreeMap;
@@ -25,6 +26,9 @@ pub enum Fault {
     /// Cut off from its peers on the pods network, later reconnected;
     /// clients still reach it.
     Partition,
+    /// Several members cut off together from the rest: they reach each
+    /// other and nobody else (clients still reach them).
+    Split,
 }
 
 impl Fault {
@@ -36,6 +40,7 @@ impl Fault {
             Fault::Restart => c.stop(id, 10),
             Fault::Pause => c.pause(id),
             Fault::Partition => c.disconnect(id),
+            Fault::Split => c.move_to_side(id),
         }
     }
 
@@ -44,6 +49,7 @@ impl Fault {
             Fault::Kill | Fault::Restart => c.start_member(id),
             Fault::Pause => c.unpause(id),
             Fault::Partition => c.reconnect(id),
+            Fault::Split => c.back_from_side(id),
         }
     }
 }
@@ -123,13 +129,22 @@ pub fn run(
         while targets.len() < how_many && !candidates.is_empty() {
             targets.push(candidates.remove(rng.random_range(0..candidates.len())));
         }
-        let faults: Vec<(u64, Fault)> = targets
-            .into_iter()
-            .map(|id| (id, Fault::ALL[rng.random_range(0..Fault::ALL.len())]))
-            .collect();
+        let faults: Vec<(u64, Fault)> = if targets.len() > 1 && rng.random_bool(0.25) {
+            targets.iter().map(|id| (*id, Fault::Split)).collect()
+        } else {
+            targets
+                .iter()
+                .map(|id| (*id, Fault::ALL[rng.random_range(0..Fault::ALL.len())]))
+                .collect()
+        };
+        if faults.iter().any(|(_, f)| *f == Fault::Split) {
+            *report.counts.entry(Fault::Split).or_default() += 1;
+        }
         for (id, fault) in &faults {
             fault.inflict(c, *id);
-            *report.counts.entry(*fault).or_default() += 1;
+            if *fault != Fault::Split {
+                *report.counts.entry(*fault).or_default() += 1;
+            }
             report
                 .timeline
                 .push((recorder.now(), format!("{fault:?} member {id}")));
