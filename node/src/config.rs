@@ -66,6 +66,26 @@ pub struct NodeArgs {
     #[arg(long, env = "KUBERAFT_HEARTBEAT_INTERVAL_MS", default_value_t = 50)]
     pub heartbeat_interval_ms: u32,
 
+    /// Take a snapshot and compact the log once this many entries were
+    /// applied since the last snapshot.
+    #[arg(
+        long,
+        env = "KUBERAFT_SNAPSHOT_THRESHOLD_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub snapshot_threshold_entries: u64,
+
+    /// ... or once the entries applied since the last snapshot hold this many
+    /// bytes.
+    #[arg(long, env = "KUBERAFT_SNAPSHOT_THRESHOLD_BYTES", default_value_t = 64 << 20)]
+    pub snapshot_threshold_bytes: u64,
+
+    /// Most bytes per second a leader streams to one follower when sending a
+    /// snapshot (0: no limit), so catching up a member does not starve the
+    /// network or the disk.
+    #[arg(long, env = "KUBERAFT_SNAPSHOT_SEND_RATE", default_value_t = 0)]
+    pub snapshot_send_rate: u64,
+
     /// How long a leader waits on SIGTERM for a follower to take over before
     /// it exits anyway.
     #[arg(
@@ -104,6 +124,10 @@ pub struct NodeConfig {
     pub election_tick_max: u32,
     pub heartbeat_tick: u32,
     pub shutdown_transfer_timeout: Duration,
+    pub snapshot_threshold_entries: u64,
+    pub snapshot_threshold_bytes: u64,
+    /// Bytes per second; 0 is unlimited.
+    pub snapshot_send_rate: u64,
     pub log_format: LogFormat,
 }
 
@@ -171,6 +195,9 @@ impl NodeArgs {
             election_tick_max: max / tick_ms,
             heartbeat_tick: hb / tick_ms,
             shutdown_transfer_timeout: Duration::from_millis(self.shutdown_transfer_timeout_ms),
+            snapshot_threshold_entries: self.snapshot_threshold_entries.max(1),
+            snapshot_threshold_bytes: self.snapshot_threshold_bytes.max(1),
+            snapshot_send_rate: self.snapshot_send_rate,
             log_format: self.log_format,
         })
     }

@@ -136,6 +136,42 @@ impl Cluster {
         c
     }
 
+    /// Starts a new member that is not among the initial members: it joins
+    /// and waits to be added (AddMember). Returns its id.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let extra_args = self
+            .members
+            .first()
+            .map(|m| m.extra_args.clone())
+            .unwrap_or_default();
+        self.members.push(Member {
+            id,
+            name: format!("node-{id}"),
+            peer_port: free_port(),
+            client_port: free_port(),
+            http_port: free_port(),
+            data_dir: self.dir.path().join(format!("data-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: None,
+            extra_args,
+        });
+        self.spawn(id);
+        id
+    }
+
+    /// The AddMember description of member `id`.
+    pub fn member_pb(&mut self, id: u64) -> kuberaft_proto::raft::Member {
+        let m = self.member(id);
+        kuberaft_proto::raft::Member {
+            id,
+            name: m.name.clone(),
+            peer_addr: format!("127.0.0.1:{}", m.peer_port),
+            client_addr: m.client_addr(),
+            suffrage: kuberaft_proto::raft::Suffrage::Learner as i32,
+        }
+    }
+
     pub fn member(&mut self, id: u64) -> &mut Member {
         self.members
             .iter_mut()

@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(kuberaft_node::server::run::run(cfg)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "member stopped");
+            // One line, for people and for `kubectl logs`.
             eprintln!("kuberaft-node: {e}");
             std::process::ExitCode::FAILURE
         }

@@ -1,106 +1,216 @@
-//! TEMPORARY in-memory stand-in, replaced by the storage branch's state machine.
-use std::collections::BTreeMap;
+//! The replicated state machine behind `kuberaft.kv.v1`: a map from keys to
+//! values, changed only by committed log entries, in log order (§5.3: the
+//! state machine applies entries in index order, so every member that applied
+//! index `i` holds the same map).
+//!
+//! The map lives twice: in sled (tree `kv`, with the applied index), so a
+//! restart does not replay the whole log, and in memory as a persistent
+//! ordered map (`imbl::OrdMap`), which serves reads and snapshots — cloning
+//! it costs O(1), so a snapshot or a reader takes a consistent image while
+//! applying goes on.
+
+pub mod command;
+pub mod snapshot_file;
+pub mod transfer;
+mod tree;
+
+use std::ops::Bound;
+use std::path::PathBuf;
 
 use bytes::Bytes;
-use kuberaft_proto::kv as pb;
-use prost::Message as _;
+use imbl::OrdMap;
+
+pub use command::ApplyResult;
 
 use crate::raft::{Entry, EntryKind, Index};
+use crate::storage::{Storage, StorageError, record};
 
-pub enum ApplyResult {
-    Put,
-    Delete {
-        existed: bool,
-    },
-    CompareAndSwap {
-        succeeded: bool,
-        current: Option<Bytes>,
-    },
+/// A value and the index of the write that last set it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Bytes,
+    pub mod_index: Index,
 }
 
-#[derive(Default)]
+pub type KvMap = OrdMap<Bytes, Versioned>;
+
+/// The state machine at one applied index.
+#[derive(Clone, Debug)]
+pub struct SnapshotImage {
+    pub applied_index: Index,
+    pub data: KvMap,
+}
+
+/// One page of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    pub kvs: Vec<(Bytes, Versioned)>,
+    /// More keys with the prefix follow the last one.
+    pub more: bool,
+}
+
 pub struct StateMachine {
-    data: BTreeMap<Vec<u8>, (Vec<u8>, Index)>,
+    dir: PathBuf,
+    tree: sled::Tree,
     applied: Index,
+    map: KvMap,
 }
 
 impl StateMachine {
+    /// Loads the state machine from the storage's `kv` tree, checking every
+    /// value's checksum.
+    pub fn open(storage: &Storage) -> Result<StateMachine, StorageError> {
+        let dir = storage.dir().to_owned();
+        let tree = storage.kv_tree().clone();
+        let (applied, map) = tree::load(&dir, &tree)?;
+        Ok(StateMachine {
+            dir,
+            tree,
+            applied,
+            map,
+        })
+    }
+
+    /// A state machine whose tree is about to be replaced by a snapshot's
+    /// (an interrupted installation): what the tree holds now is not read.
+    pub(crate) fn unloaded(storage: &Storage) -> StateMachine {
+        StateMachine {
+            dir: storage.dir().to_owned(),
+            tree: storage.kv_tree().clone(),
+            applied: 0,
+            map: KvMap::new(),
+        }
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The index of the last entry applied.
     pub fn applied_index(&self) -> Index {
         self.applied
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<pb::KeyValue> {
-        self.data.get(key).map(|(v, i)| pb::KeyValue {
-            key: key.to_vec(),
-            value: v.clone(),
-            mod_index: *i,
-        })
-    }
-
-    pub fn scan(
-        &self,
-        prefix: &[u8],
-        start_after: &[u8],
-        limit: usize,
-    ) -> (Vec<pb::KeyValue>, bool) {
-        let mut out = Vec::new();
-        for (k, (v, i)) in self.data.range(prefix.to_vec()..) {
-            if !k.starts_with(prefix) {
-                break;
-            }
-            if !start_after.is_empty() && k.as_slice() <= start_after {
-                continue;
-            }
-            if out.len() == limit {
-                return (out, true);
-            }
-            out.push(pb::KeyValue {
-                key: k.clone(),
-                value: v.clone(),
-                mod_index: *i,
-            });
-        }
-        (out, false)
-    }
-
-    pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, ApplyResult)>, String> {
-        let mut out = Vec::new();
+    /// Applies committed entries in order and answers each command (conf
+    /// changes and the leader's no-ops only advance the applied index).
+    ///
+    /// Entries at or below the applied index are skipped: after a restart the
+    /// core may hand out again entries the state machine already holds, and
+    /// applying one twice would break exactly-once (a second Put would move
+    /// `mod_index`, a second CAS could fail).
+    ///
+    /// The changes and the new applied index go to sled in ONE batch, so they
+    /// never disagree. They are not fsynced here: the entries are durable in
+    /// the log, so whatever a crash loses of this batch is applied again from
+    /// the log at restart (the applied index on disk is then older, and the
+    /// entries after it are handed out again). The next `persist` with a sync
+    /// makes it durable in passing.
+    pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, ApplyResult)>, StorageError> {
+        let mut map = self.map.clone();
+        let mut batch = sled::Batch::default();
+        let mut applied = self.applied;
+        let mut results = Vec::new();
         for e in entries {
-            if e.index <= self.applied {
+            if e.index <= applied {
                 continue;
             }
-            self.applied = e.index;
-            if !matches!(e.kind, EntryKind::Normal) || e.data.is_empty() {
-                continue;
+            if e.index != applied + 1 {
+                return Err(StorageError::misuse(
+                    &self.dir,
+                    format!(
+                        "entry {} handed to the state machine, which has applied up to {applied}",
+                        e.index
+                    ),
+                ));
             }
-            let cmd = pb::Command::decode(e.data.clone()).map_err(|x| x.to_string())?;
-            let r = match cmd.op {
-                Some(pb::command::Op::Put(p)) => {
-                    self.data.insert(p.key, (p.value, e.index));
-                    ApplyResult::Put
-                }
-                Some(pb::command::Op::Delete(d)) => ApplyResult::Delete {
-                    existed: self.data.remove(&d.key).is_some(),
-                },
-                Some(pb::command::Op::CompareAndSwap(c)) => {
-                    let cur = self.data.get(&c.key).map(|(v, _)| v.clone());
-                    if cur == c.expected_value {
-                        self.data.insert(c.key, (c.new_value, e.index));
-                        ApplyResult::CompareAndSwap {
-                            succeeded: true,
-                            current: cur.map(Bytes::from),
-                        }
-                    } else {
-                        ApplyResult::CompareAndSwap {
-                            succeeded: false,
-                            current: cur.map(Bytes::from),
-                        }
-                    }
-                }
-                None => continue,
-            };
-            out.push((e.index, r));
+            if matches!(e.kind, EntryKind::Normal) && !e.data.is_empty() {
+                let result = command::apply(&mut map, &mut batch, e.index, &e.data);
+                results.push((e.index, result));
+            }
+            applied = e.index;
         }
-        Ok(out)
+        if applied == self.applied {
+            return Ok(results);
+        }
+        batch.insert(tree::APPLIED_KEY, record::seal_u64(applied));
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| StorageError::sled(&self.dir, "apply entries to the state machine", e))?;
+        // Only now: if sled failed, memory still matches the disk.
+        self.map = map;
+        self.applied = applied;
+        Ok(results)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Versioned> {
+        self.map.get(key)
+    }
+
+    /// Up to `limit` keys with `prefix`, in byte order, starting after
+    /// `start_after` (or at the prefix when it is empty).
+    pub fn scan(&self, prefix: &[u8], start_after: &[u8], limit: usize) -> ScanPage {
+        let start = if start_after.is_empty() || start_after < prefix {
+            Bound::Included(prefix)
+        } else {
+            Bound::Excluded(start_after)
+        };
+        let mut kvs: Vec<_> = self
+            .map
+            .range::<_, [u8]>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit.saturating_add(1))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let more = kvs.len() > limit;
+        kvs.truncate(limit);
+        ScanPage { kvs, more }
+    }
+
+    /// The whole state machine at the applied index, for a snapshot (written
+    /// by `snapshot_file::write` on another thread) or for readers outside
+    /// the event loop. O(1): the map is shared until either side changes.
+    pub fn snapshot_image(&self) -> SnapshotImage {
+        SnapshotImage {
+            applied_index: self.applied,
+            data: self.map.clone(),
+        }
+    }
+
+    /// Replaces the whole state machine with a snapshot's. Not atomic on
+    /// disk by itself: `crate::disk` calls it between the durable
+    /// installation record and its removal, and repeats it after a crash.
+    pub(crate) fn install(&mut self, image: SnapshotImage) -> Result<(), StorageError> {
+        let sled_err = |e| StorageError::sled(&self.dir, "install a snapshot's data", e);
+        self.tree.clear().map_err(sled_err)?;
+        // Batches of bounded size: a snapshot can be far larger than what
+        // one sled batch should hold in memory.
+        const PER_BATCH: usize = 4096;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for (key, v) in &image.data {
+            batch.insert(tree::data_key(key), tree::encode_value(key, v));
+            in_batch += 1;
+            if in_batch == PER_BATCH {
+                self.tree
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(sled_err)?;
+                in_batch = 0;
+            }
+        }
+        // The applied index last: while it is missing the tree is plainly
+        // incomplete, never "complete at some index".
+        batch.insert(tree::APPLIED_KEY, record::seal_u64(image.applied_index));
+        self.tree.apply_batch(batch).map_err(sled_err)?;
+        self.map = image.data;
+        self.applied = image.applied_index;
+        Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,12 @@
 //! does not vote, and is promoted only once it has caught up, so adding it
 //! never leaves the cluster waiting on a member that is far behind (§4.2.1).
 //!
+//! A new member starts with an empty disk and no configuration. The
+//! founding configuration lives only in the bootstrap snapshot (index 0), not
+//! in any log entry, so the new member must not build its configuration from
+//! entries alone: it refuses AppendEntries until the leader's snapshot — the
+//! bootstrap one if the leader has not compacted yet — gives it one.
+//!
 //! A configuration takes effect on each member as soon as its entry is in that
 //! member's log, committed or not (§4.1). Two rules keep this safe: a leader
 //! proposes a change only when the previous one is committed, and only once it

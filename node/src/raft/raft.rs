@@ -161,6 +161,12 @@ impl Raft {
         self.membership.is_voter(self.id)
     }
 
+    /// Whether this member has a configuration at all. One that joined with
+    /// an empty disk has none until the leader's snapshot gives it one.
+    pub(super) fn has_configuration(&self) -> bool {
+        !self.membership.members.is_empty()
+    }
+
     pub(super) fn quorum(&self) -> usize {
         self.membership.quorum()
     }

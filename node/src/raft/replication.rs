@@ -27,13 +27,7 @@ impl Raft {
             let replicating = pr.state == ReplicationState::Replicate;
             if next < self.log.first_index() {
                 // §7: the entries it needs are compacted; send the snapshot.
-                let snapshot = self.log.snapshot().clone();
-                let pending = snapshot.last_included_index;
-                if let Some(pr) = self.progress.get_mut(&to) {
-                    pr.become_snapshot(pending);
-                }
-                tracing::debug!(member = self.id, to, index = pending, "sending snapshot");
-                self.send(to, MessageBody::InstallSnapshot { snapshot });
+                self.send_snapshot(to);
                 return;
             }
             let prev_log_index = next - 1;
@@ -64,6 +58,18 @@ impl Raft {
                 return;
             }
         }
+    }
+
+    /// §7: sends `to` the snapshot the log starts from; the transport
+    /// streams its data and reports the outcome (`report_snapshot`).
+    fn send_snapshot(&mut self, to: NodeId) {
+        let snapshot = self.log.snapshot().clone();
+        let pending = snapshot.last_included_index;
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.become_snapshot(pending);
+        }
+        tracing::debug!(member = self.id, to, index = pending, "sending snapshot");
+        self.send(to, MessageBody::InstallSnapshot { snapshot });
     }
 
     pub(super) fn broadcast_append(&mut self) {
@@ -208,18 +214,25 @@ impl Raft {
         };
         pr.recent_active = true;
         if success {
-            if pr.maybe_update(match_index.min(last)) {
-                match pr.state {
-                    ReplicationState::Probe => pr.become_replicate(),
-                    ReplicationState::Snapshot { pending } if pr.match_index >= pending => {
-                        pr.become_replicate()
-                    }
-                    _ => {}
+            let matched = match_index.min(last);
+            let advanced = pr.maybe_update(matched);
+            match pr.state {
+                // The probe found where the logs agree: stream from there.
+                // This holds without progress too: a follower that already
+                // has everything answers each probe without any, and probing
+                // again for every such answer would ping-pong forever.
+                ReplicationState::Probe if advanced || matched + 1 >= pr.next_index => {
+                    pr.become_replicate()
                 }
+                // An older answer: the follower is reachable, probe again.
+                ReplicationState::Probe => pr.probe_sent = false,
+                ReplicationState::Snapshot { pending } if pr.match_index >= pending => {
+                    pr.become_replicate()
+                }
+                _ => {}
+            }
+            if advanced {
                 self.maybe_commit();
-            } else if pr.state == ReplicationState::Probe {
-                // Reachable again: the next probe may go out now.
-                pr.probe_sent = false;
             }
             if self.lead_transferee == from
                 && self
@@ -229,6 +242,13 @@ impl Raft {
             {
                 self.send(from, MessageBody::TimeoutNow);
             }
+        } else if conflict_term == 0
+            && conflict_index == 0
+            && !matches!(pr.state, ReplicationState::Snapshot { .. })
+        {
+            // The follower holds no configuration (it joined with an empty
+            // disk): only the snapshot can start its log.
+            self.send_snapshot(from);
         } else {
             let stale = reject_index <= pr.match_index
                 || matches!(pr.state, ReplicationState::Snapshot { .. })
@@ -298,6 +318,26 @@ impl Raft {
         leader_commit: Index,
         seq: u64,
     ) -> Result<(), StepError> {
+        if !self.has_configuration() {
+            // A member that joined with an empty disk has no configuration,
+            // not even the bootstrap one that index 0 of every other log
+            // stands for, so no consistency check can pass here: entries
+            // applied on top of nothing would give it a configuration
+            // without the founding voters. It asks for the snapshot instead.
+            self.send(
+                from,
+                MessageBody::AppendEntriesResponse {
+                    success: false,
+                    match_index: 0,
+                    reject_index: prev_log_index,
+                    conflict_term: 0,
+                    conflict_index: 0,
+                    last_log_index: 0,
+                    seq,
+                },
+            );
+            return Ok(());
+        }
         let committed = self.log.committed;
         let mut entries = entries;
         if prev_log_index < committed {
@@ -375,10 +415,13 @@ impl Raft {
     /// so the caller installs it before anything else.
     pub(super) fn handle_install_snapshot(&mut self, from: NodeId, snapshot: SnapshotMeta) {
         let index = snapshot.last_included_index;
-        let match_index = if index <= self.log.committed {
+        // A member without a configuration takes any snapshot, even one of
+        // index 0: that is the one holding the founding configuration.
+        let uninitialized = !self.has_configuration();
+        let match_index = if index <= self.log.committed && !uninitialized {
             // Old news: we already have all of it.
             self.log.committed
-        } else if self.log.matches(index, snapshot.last_included_term) {
+        } else if self.log.matches(index, snapshot.last_included_term) && !uninitialized {
             // Step 6: our log already holds the snapshot's last entry; keep
             // the entries after it.
             self.log.commit_to(index);

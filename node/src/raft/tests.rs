@@ -66,8 +66,14 @@ impl Net {
                 return;
             }
             for m in msgs {
-                if let Some(n) = self.nodes.get_mut(&m.to) {
+                let (from, to) = (m.from, m.to);
+                let snapshot = matches!(m.body, MessageBody::InstallSnapshot { .. });
+                if let Some(n) = self.nodes.get_mut(&to) {
                     let _ = n.step(m);
+                }
+                if snapshot && let Some(leader) = self.nodes.get_mut(&from) {
+                    // The transport streamed the data: report it done.
+                    leader.report_snapshot(to, true);
                 }
             }
         }
@@ -171,4 +177,86 @@ fn a_read_index_is_confirmed_by_a_majority() {
     }
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].ctx, 42);
+}
+
+#[test]
+fn a_member_that_joins_with_an_empty_disk_learns_the_founding_voters() {
+    let mut net = Net::new(3);
+    for _ in 0..100 {
+        net.tick_all();
+    }
+    let leader = net.leader().expect("a leader within 100 ticks");
+    // The founding configuration is only in the bootstrap snapshot (index 0),
+    // which no log entry repeats; the new member has an empty disk.
+    let cfg = Config::with_tick_ms(4, 10, 7);
+    net.nodes
+        .insert(4, RawNode::new(cfg, RestoredState::default()).unwrap());
+    let learner = Member {
+        suffrage: Suffrage::Learner,
+        ..member(4)
+    };
+    net.nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose_conf_change(ConfChange::AddLearner(learner))
+        .unwrap();
+    for _ in 0..10 {
+        net.tick_all();
+    }
+    net.nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose_conf_change(ConfChange::PromoteLearner { id: 4 })
+        .unwrap();
+    for _ in 0..10 {
+        net.tick_all();
+    }
+    let voters: Vec<NodeId> = net.nodes[&4].membership().voters().collect();
+    assert_eq!(voters, vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_follower_that_already_has_everything_is_not_probed_again_for_each_answer() {
+    let membership = Membership::new((1..=3).map(member));
+    let restored = RestoredState {
+        snapshot: SnapshotMeta {
+            membership,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut r = raft::Raft::new(Config::with_tick_ms(1, 10, 7), restored).unwrap();
+    r.become_candidate();
+    r.become_leader();
+    let (last, term) = (r.log.last_index(), r.term);
+    r.msgs.clear();
+    // Member 2 holds everything, but the leader probes it (after a snapshot
+    // it did not need, say).
+    let pr = r.progress.get_mut(&2).unwrap();
+    pr.match_index = last;
+    pr.become_probe(last + 1);
+    pr.probe_sent = true;
+    let answer = Message {
+        from: 2,
+        to: 1,
+        term,
+        body: MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index: last,
+            reject_index: 0,
+            conflict_term: 0,
+            conflict_index: 0,
+            last_log_index: last,
+            seq: 0,
+        },
+    };
+    for _ in 0..3 {
+        r.step(answer.clone()).unwrap();
+    }
+    assert!(
+        r.msgs.iter().all(|m| m.to != 2),
+        "each answer was met with another probe: {:?}",
+        r.msgs
+    );
+    assert_eq!(r.progress[&2].state, ReplicationState::Replicate);
 }

@@ -155,7 +155,9 @@ pub enum MessageBody {
         reject_index: Index,
         /// On failure, the hint for fast backtracking (§5.3, end): the term of
         /// the follower's entry at `reject_index` (0 if it has none) and the
-        /// first index it holds of that term (or its last index + 1).
+        /// first index it holds of that term (or its last index + 1). Both 0:
+        /// the follower holds no configuration yet (it joined with an empty
+        /// disk) and needs the leader's snapshot before any entry.
         conflict_term: Term,
         conflict_index: Index,
         /// The follower's last log index, for the leader's view of progress.

@@ -15,7 +15,6 @@ use super::deadline::{Deadline, FORWARDED};
 use super::event::Event;
 use super::forward::Forwarder;
 use crate::raft::{ConfChange, Membership, NodeId, Suffrage};
-use crate::wire;
 
 #[derive(Clone)]
 pub struct AdminService {
@@ -101,7 +100,7 @@ impl AdminService {
 }
 
 fn membership_response(m: &Membership) -> Option<kuberaft_proto::raft::Membership> {
-    Some(wire::membership_to_pb(m))
+    Some(m.into())
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::StatusResponse, Status>> + Send>>;
@@ -169,7 +168,8 @@ impl Admin for AdminService {
             .and_then(|m| {
                 let mut m = m.clone();
                 m.suffrage = kuberaft_proto::raft::Suffrage::Learner as i32;
-                wire::member_from_pb(&m).map_err(Status::invalid_argument)
+                crate::raft::Member::try_from(m)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))
             })?;
         member.suffrage = Suffrage::Learner;
         if member.id == 0

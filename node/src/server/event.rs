@@ -31,6 +31,11 @@ pub enum Event {
     },
     /// Streaming a snapshot to `to` finished or failed.
     SnapshotSent { to: NodeId, ok: bool },
+    /// A snapshot of our own state machine was written (in the background).
+    SnapshotWritten {
+        meta: raft::SnapshotMeta,
+        result: Result<crate::kv::snapshot_file::SnapshotFile, String>,
+    },
     /// Work from a client or administrator.
     Client(super::client::ClientRequest),
     /// SIGTERM: hand leadership over, then stop.

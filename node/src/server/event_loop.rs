@@ -15,17 +15,20 @@ use super::client::{ClientError, ClientRequest, ReadQuery, ReadResult, Reply, Wr
 use super::event::{Event, PeerAnswer};
 use super::status::StatusBoard;
 use crate::config::NodeConfig;
-use crate::kv::{ApplyResult, StateMachine};
-use crate::metrics::Metrics;
+use crate::disk::Disk;
+use crate::kv::{self, ApplyResult};
+use crate::metrics::{KindLabels, Metrics};
 use crate::raft::{
     self, EntryKind, Index, Membership, MessageBody, NodeId, RawNode, Ready, Role, Term,
 };
-use crate::storage::Storage;
 use crate::transport::Transport;
 
 /// Most events handled in one turn before the loop persists and sends; keeps
 /// latency bounded under a flood while still batching.
 const MAX_EVENTS_PER_TURN: usize = 4096;
+
+/// Most key and value bytes in one page of a scan.
+const MAX_SCAN_PAGE_BYTES: usize = 3 << 20;
 
 struct PendingRead {
     query: ReadQuery,
@@ -40,8 +43,7 @@ struct PendingTransfer {
 pub struct EventLoop {
     cfg: NodeConfig,
     node: RawNode,
-    storage: Storage,
-    sm: StateMachine,
+    disk: Disk,
     transport: Transport,
     runtime: tokio::runtime::Handle,
     events: mpsc::UnboundedReceiver<Event>,
@@ -60,8 +62,16 @@ pub struct EventLoop {
     pending_transfer: Option<PendingTransfer>,
     /// Answers to peers, held until what they promise is on disk.
     peer_answers: Vec<(Option<raft::Message>, oneshot::Sender<PeerAnswer>)>,
-    /// A snapshot received from the leader, waiting for the core's verdict.
-    incoming_snapshot: Option<(Index, std::path::PathBuf)>,
+    /// A snapshot of our own being written in the background, and who waits
+    /// for it.
+    snapshot_in_progress: Option<raft::SnapshotMeta>,
+    snapshot_waiters: Vec<Reply<kuberaft_proto::admin::SnapshotResponse>>,
+    /// Bytes of entries applied since the last snapshot.
+    applied_bytes_since_snapshot: u64,
+    /// Set by the ticker while a tick waits in the queue.
+    tick_pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Our own sender, for background work to report back.
+    events_tx: mpsc::UnboundedSender<Event>,
     /// The membership the transport was last set up for.
     synced_membership: Membership,
     /// Set on SIGTERM: stop once leadership has moved, or at this instant.
@@ -73,11 +83,11 @@ pub struct EventLoop {
 /// What `EventLoop::new` needs besides the configuration.
 pub struct Parts {
     pub node: RawNode,
-    pub storage: Storage,
-    pub sm: StateMachine,
+    pub disk: Disk,
     pub transport: Transport,
     pub runtime: tokio::runtime::Handle,
     pub events: mpsc::UnboundedReceiver<Event>,
+    pub events_tx: mpsc::UnboundedSender<Event>,
     pub status: watch::Sender<kuberaft_proto::admin::StatusResponse>,
     pub metrics: Metrics,
 }
@@ -87,8 +97,7 @@ impl EventLoop {
         let status = StatusBoard::new(&cfg, parts.status, parts.metrics.clone());
         let mut el = EventLoop {
             node: parts.node,
-            storage: parts.storage,
-            sm: parts.sm,
+            disk: parts.disk,
             transport: parts.transport,
             runtime: parts.runtime,
             events: parts.events,
@@ -102,13 +111,22 @@ impl EventLoop {
             next_read_ctx: 1,
             pending_transfer: None,
             peer_answers: Vec::new(),
-            incoming_snapshot: None,
+            tick_pending: Default::default(),
+            snapshot_in_progress: None,
+            snapshot_waiters: Vec::new(),
+            applied_bytes_since_snapshot: 0,
+            events_tx: parts.events_tx,
             synced_membership: Membership::default(),
             shutdown_at: None,
             led_at_shutdown: false,
         };
         el.sync_transport();
         el
+    }
+
+    /// The flag the ticker uses to keep at most one tick queued.
+    pub fn tick_pending(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.tick_pending.clone()
     }
 
     /// Runs until shutdown; an `Err` is a storage failure after which this
@@ -180,7 +198,7 @@ impl EventLoop {
             member_id: self.cfg.id,
             term: self.node.term(),
             leader_id: self.node.leader_id(),
-            applied_index: self.sm.applied_index(),
+            applied_index: self.disk.state_machine.applied_index(),
         }
     }
 
@@ -189,6 +207,8 @@ impl EventLoop {
     fn handle(&mut self, ev: Event) -> Result<(), String> {
         match ev {
             Event::Tick => {
+                self.tick_pending
+                    .store(false, std::sync::atomic::Ordering::Release);
                 self.node.tick();
                 self.check_transfer_deadline();
             }
@@ -198,17 +218,23 @@ impl EventLoop {
                     log_step_error(self.cfg.id, &e);
                 }
             }
-            Event::SnapshotReceived { msg, file, reply } => {
-                let index = match &msg.body {
-                    MessageBody::InstallSnapshot { snapshot } => snapshot.last_included_index,
-                    _ => 0,
-                };
-                if let Some((_, old)) = self.incoming_snapshot.replace((index, file)) {
-                    let _ = std::fs::remove_file(old);
+            // The file is complete and durable under its final name; if the
+            // core takes the snapshot, `persist` installs it from there.
+            Event::SnapshotReceived {
+                msg,
+                file: _,
+                reply,
+            } => self.step_request(msg, reply),
+            Event::SnapshotSent { to, ok } => {
+                if ok {
+                    self.metrics
+                        .snapshots
+                        .get_or_create(&KindLabels { kind: "sent" })
+                        .inc();
                 }
-                self.step_request(msg, reply);
+                self.node.report_snapshot(to, ok);
             }
-            Event::SnapshotSent { to, ok } => self.node.report_snapshot(to, ok),
+            Event::SnapshotWritten { meta, result } => self.snapshot_written(meta, result)?,
             Event::Client(req) => self.handle_client(req),
             Event::Shutdown => self.begin_shutdown(),
         }
@@ -314,7 +340,14 @@ impl EventLoop {
                 }
             }
             ClientRequest::Snapshot { reply } => {
-                let _ = reply.send(self.snapshot_now());
+                self.snapshot_waiters.push(reply);
+                if self.snapshot_in_progress.is_none() && !self.start_snapshot() {
+                    // Nothing applied since the newest snapshot: that one is current.
+                    let answer = self.current_snapshot_response();
+                    for w in self.snapshot_waiters.drain(..) {
+                        let _ = w.send(Ok(answer));
+                    }
+                }
             }
         }
     }
@@ -363,22 +396,168 @@ impl EventLoop {
 
     fn read(&self, query: &ReadQuery) -> ReadResult {
         match query {
-            ReadQuery::Get { key } => ReadResult::Get(self.sm.get(key)),
+            ReadQuery::Get { key } => ReadResult::Get(
+                self.disk
+                    .state_machine
+                    .get(key)
+                    .map(|v| key_value(key.clone(), v)),
+            ),
             ReadQuery::Scan {
                 prefix,
                 start_after,
                 limit,
             } => {
-                let (kvs, more) = self.sm.scan(prefix, start_after, *limit);
+                let page = self.disk.state_machine.scan(prefix, start_after, *limit);
+                // Also bounded in bytes, so a page fits a client's default
+                // 4 MiB message limit; `more` sends it back for the rest.
+                let mut bytes = 0;
+                let mut more = page.more;
+                let mut kvs = Vec::with_capacity(page.kvs.len());
+                for (k, v) in page.kvs {
+                    bytes += k.len() + v.value.len() + 16;
+                    if !kvs.is_empty() && bytes > MAX_SCAN_PAGE_BYTES {
+                        more = true;
+                        break;
+                    }
+                    kvs.push(key_value(k, &v));
+                }
                 ReadResult::Scan { kvs, more }
             }
         }
     }
 
-    fn snapshot_now(&mut self) -> Result<kuberaft_proto::admin::SnapshotResponse, ClientError> {
-        Err(ClientError::Unavailable(
-            "snapshots are not implemented yet".into(),
-        ))
+    // ------------------------------------------------------------ snapshots
+
+    fn maybe_snapshot(&mut self) {
+        if self.snapshot_in_progress.is_some() {
+            return;
+        }
+        let applied = self.disk.state_machine.applied_index();
+        let base = self
+            .disk
+            .storage
+            .snapshot_meta()
+            .map_or(0, |m| m.last_included_index);
+        if applied.saturating_sub(base) >= self.cfg.snapshot_threshold_entries
+            || self.applied_bytes_since_snapshot >= self.cfg.snapshot_threshold_bytes
+        {
+            self.start_snapshot();
+        }
+    }
+
+    /// Starts writing a snapshot of the state machine at its applied index on
+    /// a background thread; the event loop goes on (the image is a cheap
+    /// clone of the map). False if there is nothing new to snapshot.
+    fn start_snapshot(&mut self) -> bool {
+        let applied = self.disk.state_machine.applied_index();
+        let base = self
+            .disk
+            .storage
+            .snapshot_meta()
+            .map_or(0, |m| m.last_included_index);
+        if applied <= base {
+            return false;
+        }
+        let Some(meta) = self.node.snapshot_meta_at(applied) else {
+            return false;
+        };
+        let image = self.disk.state_machine.snapshot_image();
+        let dir = self.disk.storage.snapshot_dir();
+        let tx = self.events_tx.clone();
+        self.snapshot_in_progress = Some(meta.clone());
+        tracing::info!(member = self.cfg.id, index = applied, "taking a snapshot");
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-writer".into())
+            .spawn(move || {
+                let result = std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+                    .and_then(|()| {
+                        kv::snapshot_file::write(&dir, &meta, &image).map_err(|e| e.to_string())
+                    });
+                let _ = tx.send(Event::SnapshotWritten { meta, result });
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(member = self.cfg.id, error = %e, "cannot start the snapshot writer");
+            self.snapshot_in_progress = None;
+            return false;
+        }
+        true
+    }
+
+    /// The background writer finished: compact the log to the snapshot.
+    fn snapshot_written(
+        &mut self,
+        meta: raft::SnapshotMeta,
+        result: Result<kv::snapshot_file::SnapshotFile, String>,
+    ) -> Result<(), String> {
+        self.snapshot_in_progress = None;
+        let file = match result {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(member = self.cfg.id, error = %e, "writing a snapshot failed; the log is not compacted");
+                for w in self.snapshot_waiters.drain(..) {
+                    let _ = w.send(Err(ClientError::Internal(format!(
+                        "writing the snapshot failed: {e}"
+                    ))));
+                }
+                return Ok(());
+            }
+        };
+        // Durable metadata first (it also syncs the applied state), then the
+        // covered entries go — from the disk and from the core's memory.
+        self.disk
+            .storage
+            .compact(&meta)
+            .map_err(|e| format!("cannot compact the log: {e}"))?;
+        self.node.compact(meta.clone());
+        self.applied_bytes_since_snapshot = 0;
+        self.metrics
+            .snapshots
+            .get_or_create(&KindLabels { kind: "taken" })
+            .inc();
+        self.metrics.snapshot_bytes.set(file.size as i64);
+        let answer = kuberaft_proto::admin::SnapshotResponse {
+            last_included_index: meta.last_included_index,
+            last_included_term: meta.last_included_term,
+            size_bytes: file.size,
+        };
+        for w in self.snapshot_waiters.drain(..) {
+            let _ = w.send(Ok(answer));
+        }
+        Ok(())
+    }
+
+    fn current_snapshot_response(&self) -> kuberaft_proto::admin::SnapshotResponse {
+        let meta = self
+            .disk
+            .storage
+            .snapshot_meta()
+            .cloned()
+            .unwrap_or_default();
+        let size = std::fs::metadata(self.disk.storage.snapshot_path(&meta)).map_or(0, |m| m.len());
+        kuberaft_proto::admin::SnapshotResponse {
+            last_included_index: meta.last_included_index,
+            last_included_term: meta.last_included_term,
+            size_bytes: size,
+        }
+    }
+
+    /// The file of the snapshot a follower needs. The bootstrap snapshot
+    /// (index 0: the founding membership, no data) has no file until a new
+    /// member needs it; then an empty one is written.
+    fn snapshot_file_for(&self, meta: &raft::SnapshotMeta) -> Result<std::path::PathBuf, String> {
+        let path = self.disk.storage.snapshot_path(meta);
+        if meta.last_included_index == 0 && !path.exists() {
+            let dir = self.disk.storage.snapshot_dir();
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let image = kv::SnapshotImage {
+                applied_index: 0,
+                data: kv::KvMap::new(),
+            };
+            kv::snapshot_file::write(&dir, meta, &image).map_err(|e| e.to_string())?;
+        }
+        Ok(path)
     }
 
     // ---------------------------------------------------------------- ready
@@ -410,8 +589,9 @@ impl EventLoop {
         for (answer, reply) in self.peer_answers.drain(..) {
             let _ = reply.send(Ok((answer, term)));
         }
+        self.maybe_snapshot();
         self.status
-            .publish(&self.node, self.sm.applied_index(), false);
+            .publish(&self.node, self.disk.state_machine.applied_index(), false);
         Ok(())
     }
 
@@ -420,7 +600,8 @@ impl EventLoop {
             self.install_snapshot(meta)?;
         }
         let started = Instant::now();
-        self.storage
+        self.disk
+            .storage
             .persist(rd.hard_state.as_ref(), &rd.entries, rd.must_sync())
             .map_err(|e| format!("cannot persist the log: {e}"))?;
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
@@ -432,20 +613,31 @@ impl EventLoop {
     }
 
     fn install_snapshot(&mut self, meta: &raft::SnapshotMeta) -> Result<(), String> {
-        Err(format!(
-            "received snapshot {} but snapshots are not implemented yet",
-            meta.last_included_index
-        ))
+        self.disk
+            .install_snapshot(meta)
+            .map_err(|e| format!("cannot install snapshot {}: {e}", meta.last_included_index))?;
+        self.applied_bytes_since_snapshot = 0;
+        self.metrics
+            .snapshots
+            .get_or_create(&KindLabels { kind: "installed" })
+            .inc();
+        Ok(())
     }
 
     fn send(&mut self, messages: Vec<raft::Message>) {
         for m in messages {
-            if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
-                tracing::warn!(
-                    member = self.cfg.id,
-                    to = m.to,
-                    "a follower needs a snapshot, which is not implemented yet"
-                );
+            if let MessageBody::InstallSnapshot { snapshot } = &m.body {
+                let to = m.to;
+                let sent = match self.snapshot_file_for(snapshot) {
+                    Ok(file) => self.transport.send_snapshot(m, file),
+                    Err(e) => {
+                        tracing::warn!(member = self.cfg.id, to, error = %e, "cannot send a snapshot");
+                        false
+                    }
+                };
+                if !sent {
+                    self.node.report_snapshot(to, false);
+                }
                 continue;
             }
             self.transport.send(m);
@@ -458,7 +650,8 @@ impl EventLoop {
         }
         let started = Instant::now();
         let results = self
-            .sm
+            .disk
+            .state_machine
             .apply(entries)
             .map_err(|e| format!("cannot apply committed entries: {e}"))?;
         self.metrics
@@ -487,7 +680,7 @@ impl EventLoop {
             }
             self.metrics.proposals_committed.inc();
             let answer = match results.remove(&e.index) {
-                Some(r) => Ok((write_result(e.index, r), self.header())),
+                Some(r) => write_result(e.index, r).map(|w| (w, self.header())),
                 None => Err(ClientError::Internal(format!(
                     "entry {} was applied without a result",
                     e.index
@@ -502,7 +695,7 @@ impl EventLoop {
         if self.confirmed_reads.is_empty() {
             return;
         }
-        let applied = self.sm.applied_index();
+        let applied = self.disk.state_machine.applied_index();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
             .into_iter()
             .partition(|(index, _)| *index <= applied);
@@ -533,13 +726,16 @@ impl EventLoop {
             }
         }
         self.status
-            .publish(&self.node, self.sm.applied_index(), true);
+            .publish(&self.node, self.disk.state_machine.applied_index(), true);
     }
 
     fn sync_transport(&mut self) {
         if self.node.membership() != &self.synced_membership {
             self.synced_membership = self.node.membership().clone();
             self.transport.sync(&self.synced_membership, &self.runtime);
+            // Status readers (the operator) should see a membership change at once.
+            self.status
+                .publish(&self.node, self.disk.state_machine.applied_index(), true);
         }
     }
 }
@@ -550,15 +746,31 @@ fn lost_to_new_leader() -> ClientError {
     )
 }
 
-fn write_result(index: Index, r: ApplyResult) -> WriteResult {
-    match r {
+fn write_result(index: Index, r: ApplyResult) -> Result<WriteResult, ClientError> {
+    Ok(match r {
         ApplyResult::Put => WriteResult::Put { index },
         ApplyResult::Delete { existed } => WriteResult::Delete { index, existed },
-        ApplyResult::CompareAndSwap { succeeded, current } => WriteResult::CompareAndSwap {
+        ApplyResult::Invalid { reason } => {
+            return Err(ClientError::InvalidArgument(format!(
+                "the command at index {index} was committed but is not a valid command: {reason}"
+            )));
+        }
+        ApplyResult::CompareAndSwap {
+            succeeded,
+            current_value,
+        } => WriteResult::CompareAndSwap {
             index,
             succeeded,
-            current,
+            current: current_value,
         },
+    })
+}
+
+fn key_value(key: Bytes, v: &kv::Versioned) -> kvpb::KeyValue {
+    kvpb::KeyValue {
+        key: key.to_vec(),
+        value: v.value.to_vec(),
+        mod_index: v.mod_index,
     }
 }
 

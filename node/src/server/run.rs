@@ -18,27 +18,17 @@ use super::event_loop::{EventLoop, Parts};
 use super::forward::Forwarder;
 use super::kv_service::KvService;
 use crate::config::NodeConfig;
-use crate::kv::StateMachine;
+use crate::disk::Disk;
 use crate::metrics::Metrics;
-use crate::raft::{self, RawNode, SnapshotMeta};
-use crate::storage::Storage;
+use crate::raft::{self, RawNode, RestoredState};
+use crate::storage::{Boot, Identity};
 use crate::transport::Transport;
 use crate::transport::peer::{MAX_MESSAGE_BYTES, PeerContext};
 use crate::transport::service::PeerService;
 
 /// Runs a member until SIGTERM or SIGINT. An `Err` is one line for the user.
 pub async fn run(cfg: NodeConfig) -> Result<(), String> {
-    let (storage, restored) = Storage::open_fresh(SnapshotMeta {
-        membership: cfg.initial_membership.clone(),
-        ..Default::default()
-    });
-    if restored.snapshot.membership.members.is_empty() {
-        tracing::info!(
-            member = cfg.id,
-            "not among the initial members: waiting to be added (AddMember)"
-        );
-    }
-    let sm = StateMachine::default();
+    let (disk, restored) = tokio::task::block_in_place(|| open_data_dir(&cfg))?;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -74,20 +64,43 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         me: cfg.id,
         events: events_tx.clone(),
         metrics: metrics.clone(),
+        snapshot_send_rate: cfg.snapshot_send_rate,
     });
+    let snapshot_dir = disk.storage.snapshot_dir();
     let event_loop = EventLoop::new(
         cfg.clone(),
         Parts {
             node,
-            storage,
-            sm,
+            disk,
             transport,
             runtime: tokio::runtime::Handle::current(),
             events: events_rx,
+            events_tx: events_tx.clone(),
             status: status_tx,
             metrics: metrics.clone(),
         },
     );
+    // The core's clock. At most one tick waits in the queue: while the
+    // event loop is stalled (a slow disk), time it did not see is dropped
+    // rather than replayed in a burst — a burst would fire election timeouts
+    // although the leader's messages were only waiting behind the stall.
+    let ticker_events = events_tx.clone();
+    let tick_pending = event_loop.tick_pending();
+    let tick = Duration::from_millis(u64::from(cfg.tick_ms));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            if tick_pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                continue;
+            }
+            if ticker_events.send(Event::Tick).is_err() {
+                return;
+            }
+        }
+    });
+
     let (loop_done_tx, mut loop_done) = watch::channel(None::<Result<(), String>>);
     std::thread::Builder::new()
         .name("raft-event-loop".into())
@@ -97,27 +110,13 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         })
         .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
 
-    // The core's clock.
-    let ticker_events = events_tx.clone();
-    let tick = Duration::from_millis(u64::from(cfg.tick_ms));
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            interval.tick().await;
-            if ticker_events.send(Event::Tick).is_err() {
-                return;
-            }
-        }
-    });
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let forwarder = Forwarder::default();
     let peer_service = PeerService {
         cluster: cfg.cluster.clone(),
         me: cfg.id,
         events: events_tx.clone(),
-        incoming_dir: cfg.data_dir.join("snapshots").join("incoming"),
+        snapshot_dir,
     };
     let mut stop = stop_rx.clone();
     let peer_server = tokio::spawn(
@@ -228,4 +227,47 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let _ = tokio::time::timeout(grace, client_server).await;
     let _ = tokio::time::timeout(grace, http).await;
     result
+}
+
+/// Opens (or creates) the data dir and decides how the member starts:
+/// restart from its data (the stored configuration wins over flags),
+/// bootstrap with the initial members, or join and wait to be added.
+fn open_data_dir(cfg: &NodeConfig) -> Result<(Disk, RestoredState), String> {
+    let identity = Identity {
+        cluster: cfg.cluster.clone(),
+        member_id: cfg.id,
+        member_name: cfg.name.clone(),
+    };
+    let (mut disk, boot) = Disk::open(&cfg.data_dir, &identity).map_err(|e| e.to_string())?;
+    let restored = match boot {
+        Boot::Restored(r) => {
+            tracing::info!(
+                member = cfg.id,
+                term = r.hard_state.current_term,
+                commit = r.hard_state.commit_index,
+                snapshot = r.snapshot.last_included_index,
+                entries = r.entries.len(),
+                "restarting from the data dir; its stored membership wins over --initial-members"
+            );
+            r
+        }
+        Boot::Fresh => {
+            if cfg.initial_membership.members.is_empty() {
+                tracing::info!(
+                    member = cfg.id,
+                    "fresh data dir and not among the initial members: joining; waiting to be added (AddMember)"
+                );
+            } else {
+                tracing::info!(
+                    member = cfg.id,
+                    voters = cfg.initial_membership.voter_count(),
+                    "fresh data dir: bootstrapping with the initial members"
+                );
+            }
+            disk.storage
+                .bootstrap(cfg.initial_membership.clone())
+                .map_err(|e| e.to_string())?
+        }
+    };
+    Ok((disk, restored))
 }

@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use crate::config::NodeConfig;
 use crate::metrics::{Metrics, PeerLabels};
 use crate::raft::{RawNode, Role, Suffrage};
-use crate::wire;
 
 /// How often the status is refreshed when nothing but indexes moved.
 const REFRESH: Duration = Duration::from_millis(100);
@@ -89,7 +88,7 @@ impl StatusBoard {
             .map(|m| {
                 let p = s.progress.iter().find(|p| p.id == m.id);
                 pb::MemberStatus {
-                    member: Some(wire::member_to_pb(m)),
+                    member: Some(m.into()),
                     match_index: p.map_or(0, |p| p.match_index),
                     next_index: p.map_or(0, |p| p.next_index),
                     replication_state: p.map_or(String::new(), |p| p.state.as_str().to_string()),

@@ -5,7 +5,6 @@
 //! [`channel`]). Incoming: [`service`] hands requests to the event loop.
 
 pub mod channel;
-pub mod codec;
 pub mod peer;
 pub mod resolve;
 pub mod service;

@@ -12,10 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::channel::lazy_channel;
-use super::codec::{self, PeerRequest};
 use super::snapshot_sender;
 use crate::raft::{self, NodeId};
 use crate::server::event::Event;
+use crate::wire::{self, PeerRequest, PeerResponse};
 
 /// Largest gRPC message a member sends or accepts (an AppendEntries batch).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -41,6 +41,8 @@ pub struct PeerContext {
     pub me: NodeId,
     pub events: mpsc::UnboundedSender<Event>,
     pub metrics: crate::metrics::Metrics,
+    /// Snapshot streaming limit in bytes per second; 0 is unlimited.
+    pub snapshot_send_rate: u64,
 }
 
 pub fn client_for(channel: Channel) -> RaftClient<Channel> {
@@ -75,18 +77,26 @@ pub async fn run_peer(
                     // One snapshot at a time; the core asks again if this one fails.
                     continue;
                 }
-                let raft::MessageBody::InstallSnapshot { snapshot } = msg.body else {
-                    continue;
-                };
                 let (ctx, client) = (ctx.clone(), client.clone());
                 snapshot_task = Some(tokio::spawn(async move {
-                    let result =
-                        snapshot_sender::send(&ctx, client, peer, msg.term, snapshot, &file).await;
+                    let result = snapshot_sender::send(
+                        &ctx.cluster,
+                        client,
+                        &msg,
+                        &file,
+                        ctx.snapshot_send_rate,
+                    )
+                    .await;
                     let ok = match result {
                         Ok(resp) => {
-                            let _ = ctx.events.send(Event::PeerMessage(
-                                codec::snapshot_response_to_core(ctx.me, peer, &resp),
-                            ));
+                            let answer = wire::message::response_from_proto(
+                                PeerResponse::InstallSnapshot(resp),
+                                peer,
+                                ctx.me,
+                            );
+                            if let Some(m) = answer {
+                                let _ = ctx.events.send(Event::PeerMessage(m));
+                            }
                             true
                         }
                         Err(e) => {
@@ -97,18 +107,24 @@ pub async fn run_peer(
                     let _ = ctx.events.send(Event::SnapshotSent { to: peer, ok });
                 }));
             }
-            Outbound::Message(msg) => match codec::to_request(&ctx.cluster, msg) {
-                Some(PeerRequest::Append(req)) => {
+            Outbound::Message(msg) => match wire::message::request_to_proto(&msg, &ctx.cluster) {
+                Ok(PeerRequest::AppendEntries(req)) => {
                     // Full queue: the peer is far behind or gone; Raft resends.
                     let _ = append_tx.try_send(req);
                 }
-                Some(PeerRequest::Vote(req)) => {
+                Ok(PeerRequest::RequestVote(req)) => {
                     let (ctx, mut client) = (ctx.clone(), client.clone());
                     tokio::spawn(async move {
                         match tokio::time::timeout(VOTE_DEADLINE, client.request_vote(req)).await {
                             Ok(Ok(resp)) => {
-                                let m = codec::vote_response_to_core(ctx.me, peer, resp.get_ref());
-                                let _ = ctx.events.send(Event::PeerMessage(m));
+                                let answer = wire::message::response_from_proto(
+                                    PeerResponse::RequestVote(resp.into_inner()),
+                                    peer,
+                                    ctx.me,
+                                );
+                                if let Some(m) = answer {
+                                    let _ = ctx.events.send(Event::PeerMessage(m));
+                                }
                             }
                             Ok(Err(status)) => {
                                 tracing::debug!(peer, code = ?status.code(), message = status.message(), "vote request refused");
@@ -117,7 +133,7 @@ pub async fn run_peer(
                         }
                     });
                 }
-                Some(PeerRequest::TimeoutNow(req)) => {
+                Ok(PeerRequest::TimeoutNow(req)) => {
                     let mut client = client.clone();
                     tokio::spawn(async move {
                         if let Err(e) =
@@ -127,7 +143,9 @@ pub async fn run_peer(
                         }
                     });
                 }
-                Some(PeerRequest::Snapshot(_)) | None => {}
+                // Snapshots come as Outbound::Snapshot, with their file.
+                Ok(PeerRequest::InstallSnapshot(_)) => {}
+                Err(e) => tracing::warn!(peer, error = %e, "cannot send message"),
             },
         }
     }
@@ -195,8 +213,14 @@ async fn run_pipeline(
                 },
                 resp = responses.message() => match resp {
                     Ok(Some(resp)) => {
-                        let m = codec::append_response_to_core(ctx.me, peer, &resp);
-                        if ctx.events.send(Event::PeerMessage(m)).is_err() {
+                        let answer = wire::message::response_from_proto(
+                            PeerResponse::AppendEntries(resp),
+                            peer,
+                            ctx.me,
+                        );
+                        if let Some(m) = answer
+                            && ctx.events.send(Event::PeerMessage(m)).is_err()
+                        {
                             return;
                         }
                     }

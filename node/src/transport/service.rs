@@ -9,13 +9,13 @@ use std::time::Duration;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use kuberaft_proto::raft as pb;
 use kuberaft_proto::raft::raft_server::Raft;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::codec;
+use crate::kv::transfer::SnapshotReceiver;
 use crate::raft::{self, NodeId};
 use crate::server::event::{Event, PeerAnswer};
+use crate::wire::{self, PeerRequest, PeerResponse, Rpc};
 
 /// How long a peer's request may wait for the event loop (it is normally
 /// answered within a disk write).
@@ -26,8 +26,8 @@ pub struct PeerService {
     pub cluster: String,
     pub me: NodeId,
     pub events: mpsc::UnboundedSender<Event>,
-    /// Where incoming snapshots are written before the event loop takes them.
-    pub incoming_dir: PathBuf,
+    /// The data dir's snapshot directory, where incoming snapshots land.
+    pub snapshot_dir: PathBuf,
 }
 
 impl PeerService {
@@ -39,8 +39,10 @@ impl PeerService {
         Ok(rx)
     }
 
-    fn header(&self, h: Option<&pb::Header>) -> Result<NodeId, Status> {
-        codec::check_header(h, &self.cluster, self.me).map_err(Status::failed_precondition)
+    /// The core message a request carries, after checking who it is for.
+    fn incoming(&self, req: PeerRequest) -> Result<raft::Message, Status> {
+        wire::message::request_from_proto(req, &self.cluster, self.me)
+            .map_err(|e| Status::failed_precondition(e.to_string()))
     }
 }
 
@@ -52,6 +54,13 @@ async fn wait(rx: oneshot::Receiver<PeerAnswer>) -> Result<(Option<raft::Message
     }
 }
 
+/// The RPC response carrying the core's answer.
+fn respond(answer: Option<raft::Message>, rpc: Rpc) -> Result<PeerResponse, Status> {
+    let m = answer
+        .ok_or_else(|| Status::internal(format!("the core gave no answer to {}", rpc.name())))?;
+    wire::message::response_to_proto(&m, rpc).map_err(|e| Status::internal(e.to_string()))
+}
+
 type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendEntriesResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -60,31 +69,24 @@ impl Raft for PeerService {
         &self,
         request: Request<pb::RequestVoteRequest>,
     ) -> Result<Response<pb::RequestVoteResponse>, Status> {
-        let r = request.into_inner();
-        let from = self.header(r.header.as_ref())?;
-        let rx = self.ask(codec::vote_request_to_core(self.me, from, &r))?;
-        let (answer, _) = wait(rx).await?;
-        answer
-            .as_ref()
-            .and_then(codec::vote_response_to_pb)
-            .map(Response::new)
-            .ok_or_else(|| Status::internal("no answer to the vote request"))
+        let msg = self.incoming(PeerRequest::RequestVote(request.into_inner()))?;
+        let (answer, _) = wait(self.ask(msg)?).await?;
+        match respond(answer, Rpc::RequestVote)? {
+            PeerResponse::RequestVote(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("wrong answer to RequestVote")),
+        }
     }
 
     async fn append_entries(
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
-        let r = request.into_inner();
-        let from = self.header(r.header.as_ref())?;
-        let msg =
-            codec::append_request_to_core(self.me, from, r).map_err(Status::invalid_argument)?;
+        let msg = self.incoming(PeerRequest::AppendEntries(request.into_inner()))?;
         let (answer, _) = wait(self.ask(msg)?).await?;
-        answer
-            .as_ref()
-            .and_then(codec::append_response_to_pb)
-            .map(Response::new)
-            .ok_or_else(|| Status::internal("no answer to AppendEntries"))
+        match respond(answer, Rpc::AppendEntries)? {
+            PeerResponse::AppendEntries(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("wrong answer to AppendEntries")),
+        }
     }
 
     type AppendEntriesPipelineStream = AppendStream;
@@ -108,11 +110,7 @@ impl Raft for PeerService {
                             _ => break,
                         };
                         let asked = svc
-                            .header(r.header.as_ref())
-                            .and_then(|from| {
-                                codec::append_request_to_core(svc.me, from, r)
-                                    .map_err(Status::invalid_argument)
-                            })
+                            .incoming(PeerRequest::AppendEntries(r))
                             .and_then(|msg| svc.ask(msg));
                         match asked {
                             Ok(rx) => pending.push_back(wait(rx)),
@@ -123,13 +121,12 @@ impl Raft for PeerService {
                         }
                     }
                     Some(answer) = pending.next(), if !pending.is_empty() => {
-                        let out = answer.and_then(|(m, _)| {
-                            m.as_ref()
-                                .and_then(codec::append_response_to_pb)
-                                .ok_or_else(|| Status::internal("no answer to AppendEntries"))
+                        let out = answer.and_then(|(m, _)| match respond(m, Rpc::AppendEntries)? {
+                            PeerResponse::AppendEntries(r) => Ok(r),
+                            _ => Err(Status::internal("wrong answer to AppendEntries")),
                         });
-                        // A refused request (say, a stale term race) ends the
-                        // stream; the leader reopens it.
+                        // A refused request ends the stream; the leader
+                        // reopens it and probes again.
                         let failed = out.is_err();
                         if tx.send(out).await.is_err() || failed {
                             break;
@@ -152,85 +149,42 @@ impl Raft for PeerService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let from = self.header(first.header.as_ref())?;
-        let meta = first
-            .meta
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no metadata"))
-            .and_then(|m| {
-                crate::wire::snapshot_meta_from_pb(m).map_err(Status::invalid_argument)
-            })?;
-        let term = first.term;
-        tokio::fs::create_dir_all(&self.incoming_dir)
-            .await
-            .map_err(|e| {
-                Status::internal(format!(
-                    "cannot create {}: {e}",
-                    self.incoming_dir.display()
-                ))
-            })?;
-        let path = self.incoming_dir.join(format!(
-            "incoming-{from}-{}-{}.snap",
-            meta.last_included_index, meta.last_included_term
-        ));
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| Status::internal(format!("cannot create {}: {e}", path.display())))?;
-        let mut crc = crc32fast::Hasher::new();
-        let mut received = 0u64;
-        let mut chunk = first;
-        let result: Result<(), Status> = async {
-            loop {
-                if chunk.offset != received {
-                    return Err(Status::invalid_argument(format!(
-                        "snapshot chunk at offset {} where {received} was expected",
-                        chunk.offset
-                    )));
-                }
-                crc.update(&chunk.data);
-                file.write_all(&chunk.data)
-                    .await
-                    .map_err(|e| Status::internal(format!("cannot write {}: {e}", path.display())))?;
-                received += chunk.data.len() as u64;
-                if chunk.done {
-                    if chunk.total_size != received || chunk.crc32 != crc.clone().finalize() {
-                        return Err(Status::data_loss(format!(
-                            "snapshot arrived damaged: {received} bytes (sender: {}), checksum mismatch",
-                            chunk.total_size
-                        )));
-                    }
-                    file.sync_all()
-                        .await
-                        .map_err(|e| Status::internal(format!("cannot sync {}: {e}", path.display())))?;
-                    return Ok(());
-                }
-                chunk = chunks
-                    .message()
-                    .await?
-                    .ok_or_else(|| Status::aborted("snapshot stream ended before its last chunk"))?;
-            }
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
-        }
-        let msg = raft::Message {
-            from,
-            to: self.me,
-            term,
-            body: raft::MessageBody::InstallSnapshot { snapshot: meta },
+        let msg = self.incoming(PeerRequest::InstallSnapshot(first.clone()))?;
+        let raft::MessageBody::InstallSnapshot { snapshot: meta } = &msg.body else {
+            return Err(Status::internal("InstallSnapshot carried another message"));
         };
+        let dir = self.snapshot_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Status::internal(format!("cannot create {}: {e}", dir.display())))?;
+        // File writes block: keep them off the async workers' hot path.
+        let mut receiver = tokio::task::block_in_place(|| {
+            SnapshotReceiver::begin(&dir, meta, first.total_size, first.crc32)
+        })
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let mut chunk = first;
+        loop {
+            tokio::task::block_in_place(|| receiver.write(chunk.offset, &chunk.data))
+                .map_err(|e| Status::data_loss(e.to_string()))?;
+            if chunk.done {
+                break;
+            }
+            chunk = chunks
+                .message()
+                .await?
+                .ok_or_else(|| Status::aborted("snapshot stream ended before its last chunk"))?;
+        }
+        let file = tokio::task::block_in_place(|| receiver.finish())
+            .map_err(|e| Status::data_loss(e.to_string()))?;
         let (reply, rx) = oneshot::channel();
         self.events
             .send(Event::SnapshotReceived {
                 msg,
-                file: path,
+                file: file.path,
                 reply,
             })
             .map_err(|_| Status::unavailable("member is shutting down"))?;
-        // Installing can take a while (the whole state machine is replaced).
-        let answer = match tokio::time::timeout(Duration::from_secs(300), rx).await {
+        // Installing can take a while: the whole state machine is replaced.
+        let (answer, _) = match tokio::time::timeout(Duration::from_secs(300), rx).await {
             Ok(Ok(a)) => a?,
             Ok(Err(_)) => return Err(Status::unavailable("member is shutting down")),
             Err(_) => {
@@ -239,26 +193,17 @@ impl Raft for PeerService {
                 ));
             }
         };
-        answer
-            .0
-            .as_ref()
-            .and_then(codec::snapshot_response_to_pb)
-            .map(Response::new)
-            .ok_or_else(|| Status::internal("no answer to InstallSnapshot"))
+        match respond(answer, Rpc::InstallSnapshot)? {
+            PeerResponse::InstallSnapshot(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("wrong answer to InstallSnapshot")),
+        }
     }
 
     async fn timeout_now(
         &self,
         request: Request<pb::TimeoutNowRequest>,
     ) -> Result<Response<pb::TimeoutNowResponse>, Status> {
-        let r = request.into_inner();
-        let from = self.header(r.header.as_ref())?;
-        let msg = raft::Message {
-            from,
-            to: self.me,
-            term: r.term,
-            body: raft::MessageBody::TimeoutNow,
-        };
+        let msg = self.incoming(PeerRequest::TimeoutNow(request.into_inner()))?;
         let (_, term) = wait(self.ask(msg)?).await?;
         Ok(Response::new(pb::TimeoutNowResponse { term }))
     }

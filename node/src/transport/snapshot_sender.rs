@@ -7,80 +7,73 @@ use std::time::Duration;
 
 use kuberaft_proto::raft as pb;
 use kuberaft_proto::raft::raft_client::RaftClient;
-use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
 
-use super::peer::PeerContext;
-use crate::raft::{NodeId, SnapshotMeta, Term};
+use crate::kv::transfer::SnapshotChunks;
+use crate::raft::Message;
+use crate::wire::{self, PeerRequest};
 
 /// Bytes per chunk: large enough for throughput, far below the message limit.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// Sends the snapshot in `file`, described by the core's InstallSnapshot
+/// message `msg`, and returns the follower's answer.
 pub async fn send(
-    ctx: &PeerContext,
+    cluster: &str,
     mut client: RaftClient<Channel>,
-    peer: NodeId,
-    term: Term,
-    meta: SnapshotMeta,
+    msg: &Message,
     file: &Path,
+    bytes_per_second: u64,
 ) -> Result<pb::InstallSnapshotResponse, String> {
-    let mut f = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| format!("cannot open snapshot {}: {e}", file.display()))?;
-    let size = f
-        .metadata()
-        .await
-        .map_err(|e| format!("cannot stat snapshot {}: {e}", file.display()))?
-        .len();
-    let header = pb::Header {
-        cluster: ctx.cluster.clone(),
-        from: ctx.me,
-        to: peer,
+    let PeerRequest::InstallSnapshot(first) =
+        wire::message::request_to_proto(msg, cluster).map_err(|e| e.to_string())?
+    else {
+        return Err("not an InstallSnapshot message".into());
     };
-    let meta_pb = crate::wire::snapshot_meta_to_pb(&meta);
+    let path = file.to_owned();
+    let mut chunks = tokio::task::spawn_blocking(move || SnapshotChunks::open(&path, CHUNK_BYTES))
+        .await
+        .map_err(|e| format!("snapshot reader failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let size = chunks.file().size;
+    let crc32 = chunks.file().crc32;
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::InstallSnapshotChunk>(4);
-    let me = ctx.me;
-    let path = file.display().to_string();
-    let reader = tokio::spawn(async move {
-        let mut offset = 0u64;
-        let mut crc = crc32fast::Hasher::new();
-        let mut first = true;
-        loop {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let mut n = 0;
-            while n < buf.len() {
-                let r = f
-                    .read(&mut buf[n..])
-                    .await
-                    .map_err(|e| format!("cannot read snapshot {path}: {e}"))?;
-                if r == 0 {
-                    break;
+    // Reading is blocking file I/O: a blocking thread feeds the stream.
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let mut first = Some(first);
+        let started = std::time::Instant::now();
+        for chunk in chunks.by_ref() {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if bytes_per_second > 0 {
+                // Pace the stream: chunk k may leave once k chunks' worth of
+                // time has passed at the configured rate.
+                let due = Duration::from_secs_f64(chunk.offset as f64 / bytes_per_second as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
                 }
-                n += r;
             }
-            buf.truncate(n);
-            crc.update(&buf);
-            let done = offset + n as u64 >= size;
-            let chunk = pb::InstallSnapshotChunk {
-                header: first.then(|| header.clone()),
-                term,
-                leader_id: me,
-                meta: first.then(|| meta_pb.clone()),
-                offset,
-                data: buf.into(),
-                done,
-                total_size: if done { size } else { 0 },
-                crc32: if done { crc.clone().finalize() } else { 0 },
+            let msg = match first.take() {
+                Some(head) => pb::InstallSnapshotChunk {
+                    offset: chunk.offset,
+                    data: chunk.data,
+                    done: chunk.done,
+                    total_size: size,
+                    crc32,
+                    ..head
+                },
+                None => pb::InstallSnapshotChunk {
+                    offset: chunk.offset,
+                    data: chunk.data,
+                    done: chunk.done,
+                    ..Default::default()
+                },
             };
-            first = false;
-            offset += n as u64;
-            if tx.send(chunk).await.is_err() {
-                return Ok::<(), String>(());
-            }
-            if done {
+            if tx.blocking_send(msg).is_err() {
+                // The RPC ended; its error says why.
                 return Ok(());
             }
         }
+        Ok(())
     });
     // Generous: a slow network still finishes, a dead peer does not hold the
     // transfer forever (keep-alive usually notices first).
@@ -90,10 +83,9 @@ pub async fn send(
         client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
     .await;
-    let read = reader
+    reader
         .await
-        .map_err(|e| format!("snapshot reader failed: {e}"))?;
-    read?;
+        .map_err(|e| format!("snapshot reader failed: {e}"))??;
     match result {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
