@@ -1,8 +1,9 @@
 //! The nemesis: faults done to a minority of members, one round after
 //! another, for a bounded time. Each round picks up to `max_faulty`
 //! members (half the time including the leader), gives each a fault (or cuts
-//! them off together, as a minority that still talks within itself), holds
-//! it for a while, heals every member, and lets the cluster settle.
+//! them off together, as a minority that still talks within itself; rarely,
+//! it kills every member at once), holds it for a while, heals every member,
+//! and lets the cluster settle.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +30,9 @@ pub enum Fault {
     /// Several members cut off together from the rest: they reach each
     /// other and nobody else (clients still reach them).
     Split,
+    /// Every member killed at once and started again: only what is on the
+    /// volumes survives (a rare round).
+    KillAll,
 }
 
 impl Fault {
@@ -41,12 +45,13 @@ impl Fault {
             Fault::Pause => c.pause(id),
             Fault::Partition => c.disconnect(id),
             Fault::Split => c.move_to_side(id),
+            Fault::KillAll => c.kill(id),
         }
     }
 
     fn heal(self, c: &DockerCluster, id: u64) {
         match self {
-            Fault::Kill | Fault::Restart => c.start_member(id),
+            Fault::Kill | Fault::Restart | Fault::KillAll => c.start_member(id),
             Fault::Pause => c.unpause(id),
             Fault::Partition => c.reconnect(id),
             Fault::Split => c.back_from_side(id),
@@ -129,20 +134,28 @@ pub fn run(
         while targets.len() < how_many && !candidates.is_empty() {
             targets.push(candidates.remove(rng.random_range(0..candidates.len())));
         }
-        let faults: Vec<(u64, Fault)> = if targets.len() > 1 && rng.random_bool(0.25) {
-            targets.iter().map(|id| (*id, Fault::Split)).collect()
+        // Group faults count once per round.
+        let group = if rng.random_bool(0.07) {
+            Some(Fault::KillAll)
+        } else if targets.len() > 1 && rng.random_bool(0.25) {
+            Some(Fault::Split)
         } else {
-            targets
+            None
+        };
+        let faults: Vec<(u64, Fault)> = match group {
+            Some(Fault::KillAll) => c.ids().into_iter().map(|id| (id, Fault::KillAll)).collect(),
+            Some(g) => targets.iter().map(|id| (*id, g)).collect(),
+            None => targets
                 .iter()
                 .map(|id| (*id, Fault::ALL[rng.random_range(0..Fault::ALL.len())]))
-                .collect()
+                .collect(),
         };
-        if faults.iter().any(|(_, f)| *f == Fault::Split) {
-            *report.counts.entry(Fault::Split).or_default() += 1;
+        if let Some(g) = group {
+            *report.counts.entry(g).or_default() += 1;
         }
         for (id, fault) in &faults {
             fault.inflict(c, *id);
-            if *fault != Fault::Split {
+            if group.is_none() {
                 *report.counts.entry(*fault).or_default() += 1;
             }
             report

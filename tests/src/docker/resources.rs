@@ -156,7 +156,9 @@ pub fn sweep_leftovers() {
         for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
             let Some(pid) = owner_of(name) else { continue };
             if pid != std::process::id() as i32 && !process_alive(pid) {
-                eprintln!("removing {kind:?} {name}, left behind by test process {pid}");
+                super::report(&format!(
+                    "removing {kind:?} {name}, left behind by test process {pid}"
+                ));
                 if let Err(e) = remove(kind, name) {
                     eprintln!("sweep: {e}");
                 }

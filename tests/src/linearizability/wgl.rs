@@ -86,9 +86,15 @@ impl fmt::Display for Violation {
             "  no operation can come next, yet this one had completed:"
         )?;
         writeln!(f, "    {}", self.stuck)?;
-        writeln!(f, "  operations that could have come next (all tried):")?;
+        writeln!(
+            f,
+            "  other operations that could have come next (all tried):"
+        )?;
         for op in &self.candidates {
             writeln!(f, "    {op}")?;
+        }
+        if self.candidates.is_empty() {
+            writeln!(f, "    none")?;
         }
         Ok(())
     }
