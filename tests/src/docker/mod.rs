@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod dockerfile;
 pub mod image;
 pub mod nemesis;
 pub mod resources;
