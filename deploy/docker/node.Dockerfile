@@ -25,6 +25,10 @@ RUN cargo build --release --locked -p kuberaft-node --bin kuberaft-node \
  && strip --strip-debug /out/bin/*
 
 FROM ${BASE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="kuberaft-node" \
+      org.opencontainers.image.description="A member of a kuberaft Raft cluster" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/kuberaft/kuberaft"
 COPY --from=builder /out/bin/ /usr/local/bin/
 # The data dir exists in the image, owned by the member's user, so that a
 # fresh Docker volume mounted there starts out writable (Kubernetes uses the

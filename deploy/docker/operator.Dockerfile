@@ -17,6 +17,10 @@ RUN cargo build --release --locked -p kuberaft-operator --bin kuberaft-operator 
  && strip --strip-debug /out/bin/*
 
 FROM ${BASE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="kuberaft-operator" \
+      org.opencontainers.image.description="The controller that runs kuberaft RaftClusters on Kubernetes" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/kuberaft/kuberaft"
 COPY --from=builder /out/bin/ /usr/local/bin/
 USER 65532:65532
 # /livez, /readyz and /metrics.
