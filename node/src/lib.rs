@@ -6,7 +6,9 @@
 //! - [`transport`]: peer messages over gRPC.
 //! - [`server`]: the event loop and services around the core.
 //! - [`config`]: flags and environment.
+//! - [`cli`]: raftctl, the command-line client.
 
+pub mod cli;
 pub mod config;
 pub mod disk;
 pub mod kv;

@@ -383,3 +383,28 @@ pub async fn wait_for_leader(addrs: &[String], timeout: Duration) -> (u64, u64) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A linearizable read through `addr`, retried while the cluster answers
+/// UNAVAILABLE (an election in progress), as a client would.
+pub async fn get_linearizable(addr: &str, key: &str) -> Result<Option<Vec<u8>>, tonic::Status> {
+    let start = Instant::now();
+    loop {
+        let r = kv(addr)
+            .await
+            .get(kuberaft_proto::kv::GetRequest {
+                key: key.as_bytes().to_vec(),
+                consistency: 0,
+            })
+            .await;
+        match r {
+            Ok(r) => return Ok(r.into_inner().kv.map(|kv| kv.value)),
+            Err(e)
+                if e.code() == tonic::Code::Unavailable
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

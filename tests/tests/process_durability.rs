@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kuberaft_proto::kv::{self as kvpb, Consistency};
-use kuberaft_tests::cluster::{Cluster, kv, status, wait_for_leader};
+use kuberaft_tests::cluster::{Cluster, get_linearizable, kv, status, wait_for_leader};
 
 const ELECTION: Duration = Duration::from_secs(10);
 
@@ -103,16 +103,10 @@ async fn a_whole_cluster_restart_keeps_everything_acknowledged() {
     let (_, new_term) = wait_for_leader(&addrs, ELECTION).await;
     assert!(new_term > term);
     for i in 0..20 {
-        let v = kv(&addrs[1])
+        let v = get_linearizable(&addrs[1], &format!("w{i}"))
             .await
-            .get(kvpb::GetRequest {
-                key: format!("w{i}").into(),
-                consistency: 0,
-            })
-            .await
-            .expect("get")
-            .into_inner();
-        assert!(v.kv.is_some(), "w{i} lost in a full restart");
+            .expect("get");
+        assert!(v.is_some(), "w{i} lost in a full restart");
     }
 }
 
@@ -222,4 +216,85 @@ async fn a_damaged_data_dir_is_refused_and_never_reset() {
     // Refused again on a second attempt: nothing was reset in between.
     let (code, _) = run_to_exit(c.command(1));
     assert!(!code.success(), "still refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_dir_was_wiped_is_refused_and_can_be_added_back_as_a_new_member() {
+    let mut c = Cluster::start(3);
+    let addrs = c.client_addrs();
+    let (leader, _) = wait_for_leader(&addrs, ELECTION).await;
+    put(&addrs[0], "before", "1").await;
+    let wiped = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower");
+    c.kill(wiped);
+    std::fs::remove_dir_all(&c.member(wiped).data_dir).expect("wipe");
+    // Back with an empty data dir under its old identity: refused.
+    c.spawn(wiped);
+    let mut exited = None;
+    for _ in 0..300 {
+        if !c.member(wiped).is_running() {
+            exited = Some(());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = c.log_of(wiped);
+    assert!(
+        exited.is_some(),
+        "the wiped member stopped by itself:\n{log}"
+    );
+    assert!(
+        log.contains("came back with a new data dir"),
+        "it says why:\n{log}"
+    );
+    assert!(log.contains("member remove"), "and what to do:\n{log}");
+    // The other two carry on.
+    let others: Vec<String> = c
+        .members
+        .iter()
+        .filter(|m| m.id != wiped)
+        .map(|m| m.client_addr())
+        .collect();
+    wait_for_leader(&others, ELECTION).await;
+    put(&others[0], "during", "2").await;
+
+    // Remove it, wipe again, and add it back as a new member.
+    let mut req = tonic::Request::new(kuberaft_proto::admin::RemoveMemberRequest { id: wiped });
+    req.set_timeout(Duration::from_secs(20));
+    kuberaft_tests::cluster::admin(&others[0])
+        .await
+        .remove_member(req)
+        .await
+        .expect("remove");
+    std::fs::remove_dir_all(&c.member(wiped).data_dir).ok();
+    c.spawn(wiped);
+    let pb = c.member_pb(wiped);
+    let mut req = tonic::Request::new(kuberaft_proto::admin::AddMemberRequest {
+        member: Some(pb),
+        learner_only: false,
+    });
+    req.set_timeout(Duration::from_secs(30));
+    kuberaft_tests::cluster::admin(&others[0])
+        .await
+        .add_member(req)
+        .await
+        .expect("add back");
+    let addr = c.member(wiped).client_addr();
+    let mut v = None;
+    for _ in 0..200 {
+        v = serializable(&addr, "during").await;
+        if v.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        v.as_deref(),
+        Some(&b"2"[..]),
+        "the re-added member caught up"
+    );
+    wait_for_leader(&c.client_addrs(), ELECTION).await;
 }

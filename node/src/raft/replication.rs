@@ -175,6 +175,17 @@ impl Raft {
                 seq,
                 ..
             } => {
+                // A leader's log only grows during its term, and followers
+                // acknowledge only what it sent them: a claim beyond its last
+                // index is forged or corrupt, and counting it would commit
+                // entries the follower does not hold.
+                if success && match_index > self.log.last_index() {
+                    return Err(StepError::Malformed(format!(
+                        "member {} acknowledges index {match_index}, beyond the leader's last index {}",
+                        m.from,
+                        self.log.last_index()
+                    )));
+                }
                 self.handle_append_response(
                     m.from,
                     success,
@@ -242,18 +253,19 @@ impl Raft {
             {
                 self.send(from, MessageBody::TimeoutNow);
             }
-        } else if conflict_term == 0
-            && conflict_index == 0
-            && !matches!(pr.state, ReplicationState::Snapshot { .. })
-        {
-            // The follower holds no configuration (it joined with an empty
-            // disk): only the snapshot can start its log.
-            self.send_snapshot(from);
         } else {
-            let stale = reject_index <= pr.match_index
+            // Answers to messages sent before the leader last moved
+            // `next_index` say nothing about where the logs now differ. (A
+            // refusal at index 0 comes only from a member that holds nothing,
+            // which has matched nothing either.)
+            let stale = (pr.match_index > 0 && reject_index <= pr.match_index)
                 || matches!(pr.state, ReplicationState::Snapshot { .. })
                 || (pr.state == ReplicationState::Probe && reject_index + 1 != pr.next_index);
-            if !stale {
+            if !stale && conflict_term == 0 && conflict_index == 0 {
+                // The follower holds no configuration (it joined with an
+                // empty disk): only the snapshot can start its log.
+                self.send_snapshot(from);
+            } else if !stale {
                 // §5.3, end: skip back a whole conflicting term at a time.
                 let hinted = if conflict_term > 0 {
                     self.log

@@ -260,3 +260,59 @@ fn a_follower_that_already_has_everything_is_not_probed_again_for_each_answer() 
     );
     assert_eq!(r.progress[&2].state, ReplicationState::Replicate);
 }
+
+#[test]
+fn a_late_copy_of_a_new_members_first_refusal_does_not_resend_the_snapshot() {
+    let learner = Member {
+        suffrage: Suffrage::Learner,
+        ..member(4)
+    };
+    let membership = Membership::new((1..=3).map(member).chain([learner]));
+    let restored = RestoredState {
+        snapshot: SnapshotMeta {
+            membership,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut r = raft::Raft::new(Config::with_tick_ms(1, 10, 7), restored).unwrap();
+    r.become_candidate();
+    r.become_leader();
+    let (last, term) = (r.log.last_index(), r.term);
+    let answer = |success: bool, match_index: Index, reject_index: Index| Message {
+        from: 4,
+        to: 1,
+        term,
+        body: MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            reject_index,
+            conflict_term: 0,
+            conflict_index: 0,
+            last_log_index: match_index,
+            seq: 0,
+        },
+    };
+    // The new member refuses the first probe: it holds no configuration.
+    let refusal = answer(false, 0, r.progress[&4].next_index - 1);
+    r.step(refusal.clone()).unwrap();
+    assert!(matches!(
+        r.progress[&4].state,
+        ReplicationState::Snapshot { .. }
+    ));
+    // The snapshot arrives, the member catches up...
+    r.report_snapshot(4, true);
+    r.step(answer(true, last, 0)).unwrap();
+    assert_eq!(r.progress[&4].state, ReplicationState::Replicate);
+    r.msgs.clear();
+    // ...and then a delayed copy of its first refusal arrives.
+    r.step(refusal).unwrap();
+    assert!(
+        !r.msgs
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::InstallSnapshot { .. })),
+        "the snapshot was sent again: {:?}",
+        r.msgs
+    );
+    assert_eq!(r.progress[&4].state, ReplicationState::Replicate);
+}

@@ -175,6 +175,47 @@ pub enum MessageBody {
 }
 
 impl MessageBody {
+    /// The largest term or index the body carries.
+    pub fn highest_number(&self) -> u64 {
+        match self {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => (*last_log_index).max(*last_log_term),
+            MessageBody::RequestVoteResponse { .. } | MessageBody::TimeoutNow => 0,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                ..
+            } => entries.iter().map(|e| e.index.max(e.term)).fold(
+                (*prev_log_index).max(*prev_log_term).max(*leader_commit),
+                u64::max,
+            ),
+            MessageBody::AppendEntriesResponse {
+                match_index,
+                reject_index,
+                conflict_term,
+                conflict_index,
+                last_log_index,
+                ..
+            } => [
+                *match_index,
+                *reject_index,
+                *conflict_term,
+                *conflict_index,
+                *last_log_index,
+            ]
+            .into_iter()
+            .fold(0, u64::max),
+            MessageBody::InstallSnapshot { snapshot } => snapshot
+                .last_included_index
+                .max(snapshot.last_included_term),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             MessageBody::RequestVote { pre_vote: true, .. } => "PreVote",

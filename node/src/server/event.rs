@@ -36,6 +36,14 @@ pub enum Event {
         meta: raft::SnapshotMeta,
         result: Result<crate::kv::snapshot_file::SnapshotFile, String>,
     },
+    /// First sight of a peer's incarnation (to remember durably), or `None`
+    /// to forget a peer that left.
+    PeerIncarnation {
+        peer: NodeId,
+        incarnation: Option<u64>,
+    },
+    /// A peer refused us: our data dir is not the one it knew. Stop.
+    Fenced(String),
     /// Work from a client or administrator.
     Client(super::client::ClientRequest),
     /// SIGTERM: hand leadership over, then stop.

@@ -68,6 +68,7 @@ pub struct EventLoop {
     snapshot_waiters: Vec<Reply<kuberaft_proto::admin::SnapshotResponse>>,
     /// Bytes of entries applied since the last snapshot.
     applied_bytes_since_snapshot: u64,
+    incarnations: super::incarnations::Incarnations,
     /// Set by the ticker while a tick waits in the queue.
     tick_pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Our own sender, for background work to report back.
@@ -88,6 +89,7 @@ pub struct Parts {
     pub runtime: tokio::runtime::Handle,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub events_tx: mpsc::UnboundedSender<Event>,
+    pub incarnations: super::incarnations::Incarnations,
     pub status: watch::Sender<kuberaft_proto::admin::StatusResponse>,
     pub metrics: Metrics,
 }
@@ -112,6 +114,7 @@ impl EventLoop {
             pending_transfer: None,
             peer_answers: Vec::new(),
             tick_pending: Default::default(),
+            incarnations: parts.incarnations,
             snapshot_in_progress: None,
             snapshot_waiters: Vec::new(),
             applied_bytes_since_snapshot: 0,
@@ -235,6 +238,12 @@ impl EventLoop {
                 self.node.report_snapshot(to, ok);
             }
             Event::SnapshotWritten { meta, result } => self.snapshot_written(meta, result)?,
+            Event::PeerIncarnation { peer, incarnation } => self
+                .disk
+                .storage
+                .record_peer_incarnation(peer, incarnation)
+                .map_err(|e| format!("cannot record the incarnation of member {peer}: {e}"))?,
+            Event::Fenced(why) => return Err(why),
             Event::Client(req) => self.handle_client(req),
             Event::Shutdown => self.begin_shutdown(),
         }
@@ -731,6 +740,22 @@ impl EventLoop {
 
     fn sync_transport(&mut self) {
         if self.node.membership() != &self.synced_membership {
+            // Members that left are forgotten, so a new incarnation of one
+            // can be added back later.
+            let gone: Vec<NodeId> = self
+                .synced_membership
+                .members
+                .keys()
+                .filter(|id| !self.node.membership().contains(**id))
+                .copied()
+                .collect();
+            for id in gone {
+                if self.incarnations.forget(id)
+                    && let Err(e) = self.disk.storage.record_peer_incarnation(id, None)
+                {
+                    tracing::warn!(member = self.cfg.id, peer = id, error = %e, "cannot forget a removed member's incarnation");
+                }
+            }
             self.synced_membership = self.node.membership().clone();
             self.transport.sync(&self.synced_membership, &self.runtime);
             // Status readers (the operator) should see a membership change at once.

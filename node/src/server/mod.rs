@@ -7,6 +7,7 @@ pub mod event;
 pub mod event_loop;
 pub mod forward;
 pub mod http;
+pub mod incarnations;
 pub mod kv_service;
 pub mod run;
 pub mod status;

@@ -9,13 +9,13 @@ use kuberaft_proto::kv::kv_server::KvServer;
 use kuberaft_proto::raft::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use super::admin_service::AdminService;
 use super::event::Event;
 use super::event_loop::{EventLoop, Parts};
 use super::forward::Forwarder;
+use super::incarnations::Incarnations;
 use super::kv_service::KvService;
 use crate::config::NodeConfig;
 use crate::disk::Disk;
@@ -28,7 +28,7 @@ use crate::transport::service::PeerService;
 
 /// Runs a member until SIGTERM or SIGINT. An `Err` is one line for the user.
 pub async fn run(cfg: NodeConfig) -> Result<(), String> {
-    let (disk, restored) = tokio::task::block_in_place(|| open_data_dir(&cfg))?;
+    let (mut disk, restored) = tokio::task::block_in_place(|| open_data_dir(&cfg))?;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -58,6 +58,11 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let metrics = Metrics::new();
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let incarnations = Incarnations::new(
+        disk.storage.identity().incarnation,
+        known_incarnations(&mut disk, node.membership())?,
+        events_tx.clone(),
+    );
     let (status_tx, status_rx) = watch::channel(adminpb::StatusResponse::default());
     let transport = Transport::new(PeerContext {
         cluster: cfg.cluster.clone(),
@@ -65,6 +70,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         events: events_tx.clone(),
         metrics: metrics.clone(),
         snapshot_send_rate: cfg.snapshot_send_rate,
+        incarnations: incarnations.clone(),
     });
     let snapshot_dir = disk.storage.snapshot_dir();
     let event_loop = EventLoop::new(
@@ -76,6 +82,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             runtime: tokio::runtime::Handle::current(),
             events: events_rx,
             events_tx: events_tx.clone(),
+            incarnations: incarnations.clone(),
             status: status_tx,
             metrics: metrics.clone(),
         },
@@ -117,6 +124,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         me: cfg.id,
         events: events_tx.clone(),
         snapshot_dir,
+        incarnations,
     };
     let mut stop = stop_rx.clone();
     let peer_server = tokio::spawn(
@@ -129,7 +137,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
+            .serve_with_incoming_shutdown(incoming(peer_listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             }),
     );
@@ -184,7 +192,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             .add_service(AdminServer::new(admin_service))
             .add_service(health_service)
             .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
+            .serve_with_incoming_shutdown(incoming(client_listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             }),
     );
@@ -270,4 +278,38 @@ fn open_data_dir(cfg: &NodeConfig) -> Result<(Disk, RestoredState), String> {
         }
     };
     Ok((disk, restored))
+}
+
+/// The incarnations this member remembers for its peers, minus those of
+/// members no longer in its configuration (they left while it was down; a new
+/// incarnation of them may be added back).
+fn known_incarnations(
+    disk: &mut Disk,
+    membership: &raft::Membership,
+) -> Result<std::collections::BTreeMap<raft::NodeId, u64>, String> {
+    let mut known = disk
+        .storage
+        .peer_incarnations()
+        .map_err(|e| e.to_string())?;
+    let gone: Vec<raft::NodeId> = known
+        .keys()
+        .filter(|id| !membership.contains(**id))
+        .copied()
+        .collect();
+    for id in gone {
+        known.remove(&id);
+        disk.storage
+            .record_peer_incarnation(id, None)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(known)
+}
+
+/// Accepted connections with TCP_NODELAY (the builder's `tcp_nodelay` does
+/// not apply to a listener we bind ourselves): without it, an answer written
+/// in two segments waits for the client's delayed ACK, up to 40 ms.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)))
 }

@@ -49,6 +49,12 @@ pub struct IdentityRecord {
     pub member_name: String,
     /// When the data dir was initialised, in milliseconds since the Unix epoch.
     pub created_at_unix_ms: u64,
+    /// A random number chosen when the data dir was initialised. Peers
+    /// remember it: a member that comes back with a new data dir (its
+    /// durable state lost) has a new incarnation, and they refuse it (see
+    /// `server/incarnations.rs`).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl IdentityRecord {
@@ -62,6 +68,8 @@ impl IdentityRecord {
             member_id: identity.member_id,
             member_name: identity.member_name.clone(),
             created_at_unix_ms,
+            // Never 0: 0 means "unknown" on the wire.
+            incarnation: rand::random::<u64>().max(1),
         }
     }
 

@@ -56,6 +56,7 @@ const SNAPSHOT_TREE: &str = "snapshot";
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
 const INSTALLING_KEY: &[u8] = b"installing";
 const KV_TREE: &str = "kv";
+const PEERS_TREE: &str = "peers";
 
 /// How a member starts.
 #[derive(Debug)]
@@ -76,6 +77,8 @@ pub struct Storage {
     log_tree: sled::Tree,
     snapshot_tree: sled::Tree,
     kv_tree: sled::Tree,
+    /// Peer id (u64 big-endian) → the incarnation this member has seen it in.
+    peers_tree: sled::Tree,
     files: SledFiles,
     identity: IdentityRecord,
     hard_state: HardState,
@@ -175,6 +178,43 @@ impl Storage {
             entries: Vec::new(),
             applied: 0,
         })
+    }
+
+    /// The incarnation of every peer this member has heard from.
+    pub fn peer_incarnations(
+        &self,
+    ) -> Result<std::collections::BTreeMap<crate::raft::NodeId, u64>, StorageError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.peers_tree.iter() {
+            let (k, v) =
+                item.map_err(|e| StorageError::sled(&self.dir, "read peer incarnations", e))?;
+            let id = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    StorageError::corrupt(&self.dir, "a peer incarnation record has a bad key")
+                })?;
+            let incarnation = record::open_u64(&v).map_err(|e| {
+                StorageError::corrupt(&self.dir, format!("the incarnation of peer {id}: {e}"))
+            })?;
+            out.insert(id, incarnation);
+        }
+        Ok(out)
+    }
+
+    /// Remembers durably that peer `id` is in `incarnation` (or forgets it,
+    /// with `None`, when the peer leaves the cluster).
+    pub fn record_peer_incarnation(
+        &mut self,
+        id: crate::raft::NodeId,
+        incarnation: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let key = id.to_be_bytes();
+        let r = match incarnation {
+            Some(i) => self.peers_tree.insert(key, record::seal_u64(i)).map(|_| ()),
+            None => self.peers_tree.remove(key).map(|_| ()),
+        };
+        r.map_err(|e| StorageError::sled(&self.dir, "record a peer incarnation", e))?;
+        self.sync()
     }
 
     /// Makes every write so far durable (flush, then fdatasync of sled's

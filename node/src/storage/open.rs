@@ -17,7 +17,7 @@ use super::identity::{IDENTITY_FILE_TMP, Identity, IdentityRecord};
 use super::sync::{SledFiles, sync_dir};
 use super::{
     HARD_STATE_KEY, HARD_STATE_TREE, IDENTITY_KEY, IDENTITY_TREE, INSTALLING_KEY, KV_TREE,
-    LOG_TREE, SNAPSHOT_META_KEY, SNAPSHOT_TREE, Storage, record, snapshot_files,
+    LOG_TREE, PEERS_TREE, SNAPSHOT_META_KEY, SNAPSHOT_TREE, Storage, record, snapshot_files,
 };
 use crate::raft::{HardState, SnapshotMeta};
 
@@ -86,6 +86,7 @@ impl Storage {
         let log_tree = tree(LOG_TREE)?;
         let snapshot_tree = tree(SNAPSHOT_TREE)?;
         let kv_tree = tree(KV_TREE)?;
+        let peers_tree = tree(PEERS_TREE)?;
 
         let hard_state = match get(&dir, &hard_state_tree, HARD_STATE_KEY, "hard state")? {
             Some(v) => HardState::from(
@@ -114,6 +115,7 @@ impl Storage {
             log_tree,
             snapshot_tree,
             kv_tree,
+            peers_tree,
             files,
             identity,
             hard_state,

@@ -16,9 +16,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// resolves the name again. HTTP/2 keep-alive notices a peer that vanished
 /// without closing the connection (a killed container often sends no reset).
 pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
+    lazy_channel_with_connect_timeout(addr, CONNECT_TIMEOUT)
+}
+
+/// [`lazy_channel`] with another connect timeout (raftctl's `--dial-timeout`).
+pub fn lazy_channel_with_connect_timeout(
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad address {addr:?}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2))

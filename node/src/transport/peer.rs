@@ -3,6 +3,8 @@
 //! votes and TimeoutNow are separate unary calls; snapshots their own stream.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kuberaft_proto::raft as pb;
@@ -43,6 +45,45 @@ pub struct PeerContext {
     pub metrics: crate::metrics::Metrics,
     /// Snapshot streaming limit in bytes per second; 0 is unlimited.
     pub snapshot_send_rate: u64,
+    pub incarnations: crate::server::incarnations::Incarnations,
+}
+
+impl PeerContext {
+    /// Handles a refusal from `peer`: if it refused our incarnation, this
+    /// member's data dir is not the one the cluster knew, and it must stop.
+    fn refused(&self, peer: NodeId, status: &tonic::Status) {
+        if crate::server::incarnations::is_fenced(status) {
+            let _ = self.events.send(Event::Fenced(format!(
+                "member {peer} refused this member: {}",
+                status.message()
+            )));
+        }
+    }
+
+    /// Checks the incarnation on an answer from `peer`; false (and a log
+    /// line) if the peer came back with a new data dir.
+    fn answer_ok(&self, peer: NodeId, metadata: &tonic::metadata::MetadataMap) -> bool {
+        match self.incarnations.check_answer(peer, metadata) {
+            Ok(()) => true,
+            Err(status) => {
+                tracing::error!(peer, "{}", status.message());
+                false
+            }
+        }
+    }
+}
+
+/// Stamps our incarnation on a request's header.
+fn stamp(req: &mut PeerRequest, incarnation: u64) {
+    let header = match req {
+        PeerRequest::RequestVote(r) => r.header.as_mut(),
+        PeerRequest::AppendEntries(r) => r.header.as_mut(),
+        PeerRequest::InstallSnapshot(r) => r.header.as_mut(),
+        PeerRequest::TimeoutNow(r) => r.header.as_mut(),
+    };
+    if let Some(h) = header {
+        h.incarnation = incarnation;
+    }
 }
 
 pub fn client_for(channel: Channel) -> RaftClient<Channel> {
@@ -68,9 +109,21 @@ pub async fn run_peer(
     };
     let client = client_for(channel);
     let (append_tx, append_rx) = mpsc::channel(PIPELINE_QUEUE);
-    let pipeline = tokio::spawn(run_pipeline(ctx.clone(), peer, client.clone(), append_rx));
+    // Set once the peer answered with another incarnation than the one we
+    // know: it lost its data; nothing more is sent to it.
+    let fenced = Arc::new(AtomicBool::new(false));
+    let pipeline = tokio::spawn(run_pipeline(
+        ctx.clone(),
+        peer,
+        client.clone(),
+        append_rx,
+        fenced.clone(),
+    ));
     let mut snapshot_task: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(out) = rx.recv().await {
+        if fenced.load(Ordering::Relaxed) {
+            continue;
+        }
         match out {
             Outbound::Snapshot { msg, file } => {
                 if snapshot_task.as_ref().is_some_and(|t| !t.is_finished()) {
@@ -78,15 +131,20 @@ pub async fn run_peer(
                     continue;
                 }
                 let (ctx, client) = (ctx.clone(), client.clone());
+                let fenced = fenced.clone();
                 snapshot_task = Some(tokio::spawn(async move {
-                    let result = snapshot_sender::send(
-                        &ctx.cluster,
-                        client,
-                        &msg,
-                        &file,
-                        ctx.snapshot_send_rate,
-                    )
-                    .await;
+                    let result = snapshot_sender::send(&ctx, client, &msg, &file).await;
+                    let result = match result {
+                        Ok(resp) if !ctx.answer_ok(peer, resp.metadata()) => {
+                            fenced.store(true, Ordering::Relaxed);
+                            Err("the peer came back with a new data dir".to_string())
+                        }
+                        Ok(resp) => Ok(resp.into_inner()),
+                        Err(status) => {
+                            ctx.refused(peer, &status);
+                            Err(format!("{:?}: {}", status.code(), status.message()))
+                        }
+                    };
                     let ok = match result {
                         Ok(resp) => {
                             let answer = wire::message::response_from_proto(
@@ -107,46 +165,59 @@ pub async fn run_peer(
                     let _ = ctx.events.send(Event::SnapshotSent { to: peer, ok });
                 }));
             }
-            Outbound::Message(msg) => match wire::message::request_to_proto(&msg, &ctx.cluster) {
-                Ok(PeerRequest::AppendEntries(req)) => {
-                    // Full queue: the peer is far behind or gone; Raft resends.
-                    let _ = append_tx.try_send(req);
-                }
-                Ok(PeerRequest::RequestVote(req)) => {
-                    let (ctx, mut client) = (ctx.clone(), client.clone());
-                    tokio::spawn(async move {
-                        match tokio::time::timeout(VOTE_DEADLINE, client.request_vote(req)).await {
-                            Ok(Ok(resp)) => {
-                                let answer = wire::message::response_from_proto(
-                                    PeerResponse::RequestVote(resp.into_inner()),
-                                    peer,
-                                    ctx.me,
-                                );
-                                if let Some(m) = answer {
-                                    let _ = ctx.events.send(Event::PeerMessage(m));
+            Outbound::Message(msg) => {
+                match wire::message::request_to_proto(&msg, &ctx.cluster).map(|mut r| {
+                    stamp(&mut r, ctx.incarnations.mine());
+                    r
+                }) {
+                    Ok(PeerRequest::AppendEntries(req)) => {
+                        // Full queue: the peer is far behind or gone; Raft resends.
+                        let _ = append_tx.try_send(req);
+                    }
+                    Ok(PeerRequest::RequestVote(req)) => {
+                        let (ctx, mut client) = (ctx.clone(), client.clone());
+                        let fenced = fenced.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(VOTE_DEADLINE, client.request_vote(req))
+                                .await
+                            {
+                                Ok(Ok(resp)) if !ctx.answer_ok(peer, resp.metadata()) => {
+                                    fenced.store(true, Ordering::Relaxed);
                                 }
+                                Ok(Ok(resp)) => {
+                                    let answer = wire::message::response_from_proto(
+                                        PeerResponse::RequestVote(resp.into_inner()),
+                                        peer,
+                                        ctx.me,
+                                    );
+                                    if let Some(m) = answer {
+                                        let _ = ctx.events.send(Event::PeerMessage(m));
+                                    }
+                                }
+                                Ok(Err(status)) => {
+                                    ctx.refused(peer, &status);
+                                    tracing::debug!(peer, code = ?status.code(), message = status.message(), "vote request refused");
+                                }
+                                Err(_) => tracing::debug!(peer, "vote request timed out"),
                             }
-                            Ok(Err(status)) => {
-                                tracing::debug!(peer, code = ?status.code(), message = status.message(), "vote request refused");
+                        });
+                    }
+                    Ok(PeerRequest::TimeoutNow(req)) => {
+                        let (ctx, mut client) = (ctx.clone(), client.clone());
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(VOTE_DEADLINE, client.timeout_now(req)).await
+                            {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(status)) => ctx.refused(peer, &status),
+                                Err(_) => tracing::debug!(peer, "TimeoutNow timed out"),
                             }
-                            Err(_) => tracing::debug!(peer, "vote request timed out"),
-                        }
-                    });
+                        });
+                    }
+                    // Snapshots come as Outbound::Snapshot, with their file.
+                    Ok(PeerRequest::InstallSnapshot(_)) => {}
+                    Err(e) => tracing::warn!(peer, error = %e, "cannot send message"),
                 }
-                Ok(PeerRequest::TimeoutNow(req)) => {
-                    let mut client = client.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) =
-                            tokio::time::timeout(VOTE_DEADLINE, client.timeout_now(req)).await
-                        {
-                            tracing::debug!(peer, error = %e, "TimeoutNow timed out");
-                        }
-                    });
-                }
-                // Snapshots come as Outbound::Snapshot, with their file.
-                Ok(PeerRequest::InstallSnapshot(_)) => {}
-                Err(e) => tracing::warn!(peer, error = %e, "cannot send message"),
-            },
+            }
         }
     }
     pipeline.abort();
@@ -163,6 +234,7 @@ async fn run_pipeline(
     peer: NodeId,
     mut client: RaftClient<Channel>,
     mut rx: mpsc::Receiver<pb::AppendEntriesRequest>,
+    fenced: Arc<AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -178,8 +250,14 @@ async fn run_pipeline(
         )
         .await;
         let mut responses = match opened {
+            Ok(Ok(r)) if !ctx.answer_ok(peer, r.metadata()) => {
+                fenced.store(true, Ordering::Relaxed);
+                drain_for(&mut rx, Duration::from_secs(3600)).await;
+                continue;
+            }
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
+                ctx.refused(peer, &status);
                 tracing::debug!(peer, code = ?status.code(), message = status.message(), "cannot open the append stream");
                 drain_for(&mut rx, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -226,6 +304,7 @@ async fn run_pipeline(
                     }
                     Ok(None) => break,
                     Err(status) => {
+                        ctx.refused(peer, &status);
                         tracing::debug!(peer, code = ?status.code(), message = status.message(), "append stream broke");
                         break;
                     }

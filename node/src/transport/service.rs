@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::kv::transfer::SnapshotReceiver;
 use crate::raft::{self, NodeId};
 use crate::server::event::{Event, PeerAnswer};
+use crate::server::incarnations::Incarnations;
 use crate::wire::{self, PeerRequest, PeerResponse, Rpc};
 
 /// How long a peer's request may wait for the event loop (it is normally
@@ -28,6 +29,7 @@ pub struct PeerService {
     pub events: mpsc::UnboundedSender<Event>,
     /// The data dir's snapshot directory, where incoming snapshots land.
     pub snapshot_dir: PathBuf,
+    pub incarnations: Incarnations,
 }
 
 impl PeerService {
@@ -39,10 +41,27 @@ impl PeerService {
         Ok(rx)
     }
 
-    /// The core message a request carries, after checking who it is for.
+    /// The core message a request carries, after checking who it is for
+    /// and that its sender is the incarnation we know.
     fn incoming(&self, req: PeerRequest) -> Result<raft::Message, Status> {
-        wire::message::request_from_proto(req, &self.cluster, self.me)
-            .map_err(|e| Status::failed_precondition(e.to_string()))
+        let header = match &req {
+            PeerRequest::RequestVote(r) => r.header.as_ref(),
+            PeerRequest::AppendEntries(r) => r.header.as_ref(),
+            PeerRequest::InstallSnapshot(r) => r.header.as_ref(),
+            PeerRequest::TimeoutNow(r) => r.header.as_ref(),
+        };
+        let incarnation = header.map_or(0, |h| h.incarnation);
+        let msg = wire::message::request_from_proto(req, &self.cluster, self.me)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        self.incarnations.check(msg.from, incarnation)?;
+        Ok(msg)
+    }
+
+    /// An answer, stamped with our incarnation.
+    fn answer<T>(&self, body: T) -> Response<T> {
+        let mut r = Response::new(body);
+        self.incarnations.stamp(r.metadata_mut());
+        r
     }
 }
 
@@ -72,7 +91,7 @@ impl Raft for PeerService {
         let msg = self.incoming(PeerRequest::RequestVote(request.into_inner()))?;
         let (answer, _) = wait(self.ask(msg)?).await?;
         match respond(answer, Rpc::RequestVote)? {
-            PeerResponse::RequestVote(r) => Ok(Response::new(r)),
+            PeerResponse::RequestVote(r) => Ok(self.answer(r)),
             _ => Err(Status::internal("wrong answer to RequestVote")),
         }
     }
@@ -84,7 +103,7 @@ impl Raft for PeerService {
         let msg = self.incoming(PeerRequest::AppendEntries(request.into_inner()))?;
         let (answer, _) = wait(self.ask(msg)?).await?;
         match respond(answer, Rpc::AppendEntries)? {
-            PeerResponse::AppendEntries(r) => Ok(Response::new(r)),
+            PeerResponse::AppendEntries(r) => Ok(self.answer(r)),
             _ => Err(Status::internal("wrong answer to AppendEntries")),
         }
     }
@@ -135,9 +154,8 @@ impl Raft for PeerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let stream: AppendStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok(self.answer(stream))
     }
 
     async fn install_snapshot(
@@ -194,7 +212,7 @@ impl Raft for PeerService {
             }
         };
         match respond(answer, Rpc::InstallSnapshot)? {
-            PeerResponse::InstallSnapshot(r) => Ok(Response::new(r)),
+            PeerResponse::InstallSnapshot(r) => Ok(self.answer(r)),
             _ => Err(Status::internal("wrong answer to InstallSnapshot")),
         }
     }
@@ -205,6 +223,6 @@ impl Raft for PeerService {
     ) -> Result<Response<pb::TimeoutNowResponse>, Status> {
         let msg = self.incoming(PeerRequest::TimeoutNow(request.into_inner()))?;
         let (_, term) = wait(self.ask(msg)?).await?;
-        Ok(Response::new(pb::TimeoutNowResponse { term }))
+        Ok(self.answer(pb::TimeoutNowResponse { term }))
     }
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use kuberaft_proto::raft as pb;
 use kuberaft_proto::raft::raft_client::RaftClient;
+use tonic::Status;
 use tonic::transport::Channel;
 
+use super::peer::PeerContext;
 use crate::kv::transfer::SnapshotChunks;
 use crate::raft::Message;
 use crate::wire::{self, PeerRequest};
@@ -17,24 +19,27 @@ use crate::wire::{self, PeerRequest};
 pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Sends the snapshot in `file`, described by the core's InstallSnapshot
-/// message `msg`, and returns the follower's answer.
+/// message `msg`, and returns the follower's answer (or its refusal).
 pub async fn send(
-    cluster: &str,
+    ctx: &PeerContext,
     mut client: RaftClient<Channel>,
     msg: &Message,
     file: &Path,
-    bytes_per_second: u64,
-) -> Result<pb::InstallSnapshotResponse, String> {
-    let PeerRequest::InstallSnapshot(first) =
-        wire::message::request_to_proto(msg, cluster).map_err(|e| e.to_string())?
+) -> Result<tonic::Response<pb::InstallSnapshotResponse>, Status> {
+    let bytes_per_second = ctx.snapshot_send_rate;
+    let Ok(PeerRequest::InstallSnapshot(mut first)) =
+        wire::message::request_to_proto(msg, &ctx.cluster)
     else {
-        return Err("not an InstallSnapshot message".into());
+        return Err(Status::internal("not an InstallSnapshot message"));
     };
+    if let Some(h) = first.header.as_mut() {
+        h.incarnation = ctx.incarnations.mine();
+    }
     let path = file.to_owned();
     let mut chunks = tokio::task::spawn_blocking(move || SnapshotChunks::open(&path, CHUNK_BYTES))
         .await
-        .map_err(|e| format!("snapshot reader failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Status::internal(format!("snapshot reader failed: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
     let size = chunks.file().size;
     let crc32 = chunks.file().crc32;
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::InstallSnapshotChunk>(4);
@@ -85,12 +90,12 @@ pub async fn send(
     .await;
     reader
         .await
-        .map_err(|e| format!("snapshot reader failed: {e}"))??;
+        .map_err(|e| Status::internal(format!("snapshot reader failed: {e}")))?
+        .map_err(Status::internal)?;
     match result {
-        Ok(Ok(resp)) => Ok(resp.into_inner()),
-        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-        Err(_) => Err(format!(
+        Ok(r) => r,
+        Err(_) => Err(Status::deadline_exceeded(format!(
             "snapshot transfer did not finish within {deadline:?}"
-        )),
+        ))),
     }
 }

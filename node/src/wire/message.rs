@@ -73,6 +73,8 @@ pub enum PeerResponse {
 /// requests: send them with [`response_to_proto`].
 pub fn request_to_proto(m: &Message, cluster: &str) -> Result<PeerRequest, WireError> {
     let header = Some(pb::Header {
+        // The transport stamps its incarnation (server/incarnations.rs).
+        incarnation: 0,
         cluster: cluster.to_owned(),
         from: m.from,
         to: m.to,
@@ -461,6 +463,7 @@ mod tests {
         assert_eq!(
             r.header,
             Some(pb::Header {
+                incarnation: 0,
                 cluster: CLUSTER.into(),
                 from: 1,
                 to: 2
@@ -492,6 +495,7 @@ mod tests {
         ));
         let mismatched = PeerRequest::RequestVote(pb::RequestVoteRequest {
             header: Some(pb::Header {
+                incarnation: 0,
                 cluster: CLUSTER.into(),
                 from: 1,
                 to: 2,
@@ -503,6 +507,7 @@ mod tests {
         assert!(request_from_proto(mismatched, CLUSTER, 2).is_err());
         let no_meta = PeerRequest::InstallSnapshot(pb::InstallSnapshotChunk {
             header: Some(pb::Header {
+                incarnation: 0,
                 cluster: CLUSTER.into(),
                 from: 1,
                 to: 2,

@@ -1,0 +1,5 @@
+//! raftctl: the command-line client of a kuberaft cluster (see `raftctl --help`).
+
+fn main() -> std::process::ExitCode {
+    kuberaft_node::cli::main()
+}
