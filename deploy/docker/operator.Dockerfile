@@ -14,7 +14,7 @@ COPY . .
 RUN cargo build --release --locked -p kuberaft-operator --bin kuberaft-operator \
  && mkdir -p /out/bin \
  && cp target/release/kuberaft-operator /out/bin/ \
- && strip --strip-debug /out/bin/*
+ && strip --strip-all /out/bin/*
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="kuberaft-operator" \

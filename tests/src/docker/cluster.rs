@@ -422,6 +422,14 @@ impl DockerCluster {
         self.pods.ip(m.ordinal, generation)
     }
 
+    /// Runs a program of the image inside member `id`'s container
+    /// (`kubectl exec demo-0 -- raftctl …`); its output, or the error.
+    pub fn exec(&self, id: u64, command: &[&str]) -> Result<String, super::cli::DockerError> {
+        let mut args = vec!["exec", self.member(id).container.as_str()];
+        args.extend_from_slice(command);
+        docker(&args)
+    }
+
     /// Everything member `id` has logged (its container's stderr), across
     /// restarts of the same container.
     pub fn logs(&self, id: u64) -> String {

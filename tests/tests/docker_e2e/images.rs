@@ -57,6 +57,18 @@ fn the_node_image_is_small_unprivileged_and_starts_a_member() {
     let version =
         run_once(&run, "version", &[&img.name, "--version"]).unwrap_or_else(|e| panic!("{e}"));
     assert!(version.starts_with("kuberaft-node "), "{version}");
+    let raftctl = run_once(
+        &run,
+        "raftctl",
+        &[
+            "--entrypoint",
+            "/usr/local/bin/raftctl",
+            &img.name,
+            "--version",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(raftctl.starts_with("raftctl "), "{raftctl}");
 
     // No shell to exec into: the image holds only what the member needs.
     let shell = run_once(

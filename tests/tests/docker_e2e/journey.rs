@@ -45,6 +45,16 @@ fn journey_of_three_members_through_kill_stop_recreate_and_partition() {
         }
     });
 
+    // raftctl in the image talks to its own member, as
+    // `kubectl exec demo-0 -- raftctl …` does.
+    let (first, second) = (c.ids()[0], c.ids()[1]);
+    c.exec(first, &["raftctl", "put", "via-raftctl", "hello"])
+        .unwrap_or_else(|e| panic!("raftctl put in member {first}: {e}"));
+    let got = c
+        .exec(second, &["raftctl", "get", "via-raftctl"])
+        .unwrap_or_else(|e| panic!("raftctl get in member {second}: {e}"));
+    assert!(got.contains("hello"), "raftctl get printed {got:?}");
+
     // SIGKILL of the leader: the others elect a new one in a higher term.
     c.kill(leader);
     let (killed_successor, t2) =
