@@ -412,12 +412,29 @@ impl DockerCluster {
     pub fn recreate(&self, id: u64) -> String {
         let m = self.member(id).clone();
         must(&["rm", "--force", &m.container]);
+        self.create_next_generation(&m)
+    }
+
+    /// Like `recreate`, but the volume is lost too and replaced by an empty
+    /// one (a PVC deleted with its pod, a node's local disk gone).
+    pub fn recreate_with_empty_volume(&self, id: u64) -> String {
+        let m = self.member(id).clone();
+        must(&["rm", "--force", &m.container]);
+        must(&["volume", "rm", &m.volume]);
+        let mut args: Vec<String> = vec!["volume".into(), "create".into()];
+        args.extend(self.run.label_args());
+        args.push(m.volume.clone());
+        must(&args);
+        self.create_next_generation(&m)
+    }
+
+    fn create_next_generation(&self, m: &Member) -> String {
         let generation = {
             let mut g = self.generations.lock().unwrap_or_else(|e| e.into_inner());
             g[m.ordinal as usize] += 1;
             g[m.ordinal as usize]
         };
-        self.create_container(&m, generation);
+        self.create_container(m, generation);
         must(&["start", &m.container]);
         self.pods.ip(m.ordinal, generation)
     }

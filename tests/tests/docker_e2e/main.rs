@@ -16,4 +16,5 @@ mod fault_run;
 mod five_members;
 mod images;
 mod journey;
+mod lost_volume;
 mod support;
