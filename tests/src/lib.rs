@@ -1,9 +1,14 @@
 //! kuberaft's test support: the deterministic simulator of the core
 //! ([`sim`]), the scripted harness for the article's scenes ([`script`]), a
-//! harness of real member processes ([`cluster`]) and a Prometheus text
-//! reader ([`prometheus`]).
+//! harness of real member processes ([`cluster`]), a Prometheus text reader
+//! ([`prometheus`]), the Docker end-to-end harness ([`docker`]), client
+//! workloads ([`workload`]) and the linearizability checker
+//! ([`linearizability`]).
 
 pub mod cluster;
+pub mod docker;
+pub mod linearizability;
 pub mod prometheus;
 pub mod script;
 pub mod sim;
+pub mod workload;
