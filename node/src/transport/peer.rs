@@ -133,6 +133,8 @@ pub async fn run_peer(
                 let (ctx, client) = (ctx.clone(), client.clone());
                 let fenced = fenced.clone();
                 snapshot_task = Some(tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
                     let result = snapshot_sender::send(&ctx, client, &msg, &file).await;
                     let result = match result {
                         Ok(resp) if !ctx.answer_ok(peer, resp.metadata()) => {
@@ -147,6 +149,14 @@ pub async fn run_peer(
                     };
                     let ok = match result {
                         Ok(resp) => {
+                            let secs = started.elapsed().as_secs_f64();
+                            tracing::info!(
+                                peer,
+                                bytes,
+                                seconds = secs,
+                                mb_per_second = bytes as f64 / 1e6 / secs.max(1e-9),
+                                "sent snapshot"
+                            );
                             let answer = wire::message::response_from_proto(
                                 PeerResponse::InstallSnapshot(resp),
                                 peer,
