@@ -21,7 +21,10 @@ use kuberaft_proto::kv as kvpb;
 use kuberaft_tests::cluster::{Cluster, admin, kv, status, wait_for_leader};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Writes keys `from..to` with `writers` concurrent clients through `addr`.
@@ -38,7 +41,10 @@ async fn load(addr: &str, from: u64, to: u64, value_len: usize, writers: u64) {
                     if i >= to {
                         return;
                     }
-                    let req = kvpb::PutRequest { key: format!("key-{i:08}").into_bytes(), value: value.clone() };
+                    let req = kvpb::PutRequest {
+                        key: format!("key-{i:08}").into_bytes(),
+                        value: value.clone(),
+                    };
                     while c.put(req.clone()).await.is_err() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -62,7 +68,10 @@ async fn throughput(addr: &str, seconds: f64, clients: u64, busy: Option<Arc<Ato
                 let mut c = kv(&addr).await;
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let req = kvpb::PutRequest { key: format!("tp-{w}-{}", i % 1000).into_bytes(), value: vec![b'v'; 256] };
+                    let req = kvpb::PutRequest {
+                        key: format!("tp-{w}-{}", i % 1000).into_bytes(),
+                        value: vec![b'v'; 256],
+                    };
                     if c.put(req).await.is_ok() {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -86,18 +95,28 @@ async fn throughput(addr: &str, seconds: f64, clients: u64, busy: Option<Arc<Ato
 }
 
 fn sent_snapshot_lines(log: &str) -> Vec<String> {
-    log.lines().filter(|l| l.contains("sent snapshot")).map(str::to_string).collect()
+    log.lines()
+        .filter(|l| l.contains("sent snapshot"))
+        .map(str::to_string)
+        .collect()
 }
 
 fn field(line: &str, name: &str) -> Option<f64> {
     let at = line.find(&format!("{name}="))? + name.len() + 1;
-    line[at..].split_whitespace().next()?.trim_matches('"').parse().ok()
+    line[at..]
+        .split_whitespace()
+        .next()?
+        .trim_matches('"')
+        .parse()
+        .ok()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let keys = env_u64("LIFECYCLE_KEYS", 100_000);
-    println!("lifecycle bench: 3 members on 127.0.0.1 (release build, fsync on), {keys} keys of 1 KiB");
+    println!(
+        "lifecycle bench: 3 members on 127.0.0.1 (release build, fsync on), {keys} keys of 1 KiB"
+    );
     let mut c = Cluster::start_with(3, &["--snapshot-threshold-entries", "1000000000"]);
     let addrs = c.client_addrs();
     let (leader, _) = wait_for_leader(&addrs, Duration::from_secs(20)).await;
@@ -105,25 +124,51 @@ async fn main() {
 
     let started = Instant::now();
     load(&leader_addr, 0, keys, 1024, 32).await;
-    println!("loaded {keys} keys in {:.1} s", started.elapsed().as_secs_f64());
-    let snap = admin(&leader_addr).await.snapshot(adminpb::SnapshotRequest {}).await.expect("snapshot").into_inner();
-    println!("leader snapshot: index {}, {:.1} MB", snap.last_included_index, snap.size_bytes as f64 / 1e6);
+    println!(
+        "loaded {keys} keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let snap = admin(&leader_addr)
+        .await
+        .snapshot(adminpb::SnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner();
+    println!(
+        "leader snapshot: index {}, {:.1} MB",
+        snap.last_included_index,
+        snap.size_bytes as f64 / 1e6
+    );
 
     // 1. A new member joins and is promoted.
     let id = c.add_node();
     let member = c.member_pb(id);
     let started = Instant::now();
-    let mut req = tonic::Request::new(adminpb::AddMemberRequest { member: Some(member), learner_only: false });
+    let mut req = tonic::Request::new(adminpb::AddMemberRequest {
+        member: Some(member),
+        learner_only: false,
+    });
     req.set_timeout(Duration::from_secs(600));
-    admin(&leader_addr).await.add_member(req).await.expect("AddMember");
+    admin(&leader_addr)
+        .await
+        .add_member(req)
+        .await
+        .expect("AddMember");
     let promotion = started.elapsed().as_secs_f64();
     let new_addr = c.member(id).client_addr();
     let s = status(&new_addr).await.expect("status of the new member");
-    println!("new member {id}: promoted to voter {promotion:.2} s after AddMember (applied index {})", s.applied_index);
+    println!(
+        "new member {id}: promoted to voter {promotion:.2} s after AddMember (applied index {})",
+        s.applied_index
+    );
     let log = c.log_of(leader);
     for line in sent_snapshot_lines(&log) {
         if let (Some(bytes), Some(secs)) = (field(&line, "bytes"), field(&line, "seconds")) {
-            println!("snapshot transfer: {:.1} MB in {secs:.2} s = {:.0} MB/s", bytes / 1e6, bytes / 1e6 / secs);
+            println!(
+                "snapshot transfer: {:.1} MB in {secs:.2} s = {:.0} MB/s",
+                bytes / 1e6,
+                bytes / 1e6 / secs
+            );
         }
     }
 
@@ -143,7 +188,10 @@ async fn main() {
                 let _ = a.snapshot(adminpb::SnapshotRequest {}).await;
                 let _ = a.remove_member(adminpb::RemoveMemberRequest { id }).await;
                 let _ = a
-                    .add_member(adminpb::AddMemberRequest { member: Some(joiner.clone()), learner_only: true })
+                    .add_member(adminpb::AddMemberRequest {
+                        member: Some(joiner.clone()),
+                        learner_only: true,
+                    })
                     .await;
                 rounds += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
