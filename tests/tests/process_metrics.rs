@@ -36,6 +36,10 @@ async fn metrics_parse_and_move_when_the_leader_is_killed() {
             before.keys().collect::<Vec<_>>()
         );
     }
+    // The follower has at least persisted its vote or the leader's no-op,
+    // each with a sync: histograms that never move would be decoration.
+    assert!(before["kuberaft_append_seconds_count"] > 0.0);
+    assert!(before["kuberaft_fsync_seconds_count"] > 0.0);
     assert_eq!(before["kuberaft_term"], term as f64);
     assert_eq!(before["kuberaft_leader_id"], leader as f64);
     assert_eq!(before["kuberaft_role{role=\"follower\"}"], 1.0);

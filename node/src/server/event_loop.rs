@@ -621,6 +621,9 @@ impl EventLoop {
                 .append_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        for took in self.disk.storage.take_sync_times() {
+            self.metrics.fsync_seconds.observe(took.as_secs_f64());
+        }
         Ok(())
     }
 

@@ -90,6 +90,9 @@ pub struct Storage {
     last_index: Index,
     /// The log read at `open`, handed to the core once by [`Storage::boot`].
     restored_entries: Vec<Entry>,
+    /// How long each sync since the last [`Storage::take_sync_times`] took,
+    /// for the `kuberaft_fsync_seconds` histogram (storage knows no metrics).
+    sync_times: Vec<std::time::Duration>,
 }
 
 impl Storage {
@@ -220,7 +223,18 @@ impl Storage {
     /// Makes every write so far durable (flush, then fdatasync of sled's
     /// blobs and data file).
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.files.sync(&self.db)
+        let started = std::time::Instant::now();
+        self.files.sync(&self.db)?;
+        // Bounded: a caller that never takes them must not grow this forever.
+        if self.sync_times.len() < 1024 {
+            self.sync_times.push(started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// The durations of the syncs since the last call.
+    pub fn take_sync_times(&mut self) -> Vec<std::time::Duration> {
+        std::mem::take(&mut self.sync_times)
     }
 
     fn write_snapshot_meta(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {

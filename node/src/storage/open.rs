@@ -123,6 +123,7 @@ impl Storage {
             interrupted_install,
             last_index: 0,
             restored_entries: Vec::new(),
+            sync_times: Vec::new(),
         };
         match (&storage.snapshot, &storage.interrupted_install) {
             // The log is about to be replaced by the snapshot; what is left
