@@ -18,6 +18,7 @@
 //! For each `Ready`, in the order of the `Ready` contract (`raft/mod.rs`):
 //!
 //! ```text
+//! send(rd.leader_messages);                                               // 0. send early
 //! if let Some(meta) = &rd.snapshot { disk.install_snapshot(meta)? }       // 1. persist
 //! disk.storage.persist(rd.hard_state.as_ref(), &rd.entries, rd.must_sync())?;
 //! send(rd.messages);                                                      // 2. send

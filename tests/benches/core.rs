@@ -108,6 +108,7 @@ impl Trio {
             while n.has_ready() {
                 busy = true;
                 let rd = n.ready();
+                self.mail.extend(rd.leader_messages);
                 self.mail.extend(rd.messages);
                 if i == 0 {
                     self.applied += rd.committed_entries.len() as u64;

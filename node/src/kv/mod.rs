@@ -41,6 +41,10 @@ pub struct SnapshotImage {
     pub data: KvMap,
 }
 
+/// Changes applied in memory and not yet written to sled.
+#[must_use = "pass it to StateMachine::write, or the sled copy falls behind memory"]
+pub struct Unwritten(Option<sled::Batch>);
+
 /// One page of a scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanPage {
@@ -103,14 +107,30 @@ impl StateMachine {
     /// core may hand out again entries the state machine already holds, and
     /// applying one twice would break exactly-once (a second Put would move
     /// `mod_index`, a second CAS could fail).
+    pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, ApplyResult)>, StorageError> {
+        let (results, unwritten) = self.apply_in_memory(entries)?;
+        self.write(unwritten)?;
+        Ok(results)
+    }
+
+    /// [`StateMachine::apply`] in two steps, so the event loop can answer
+    /// clients between them: the answers come from memory, and the sled
+    /// write is not on their path.
     ///
-    /// The changes and the new applied index go to sled in ONE batch, so they
-    /// never disagree. They are not fsynced here: the entries are durable in
-    /// the log, so whatever a crash loses of this batch is applied again from
+    /// That is safe because the sled copy is never what makes an entry
+    /// durable: the entries already are, in the log. The changes and the new
+    /// applied index go to sled in ONE batch (so they never disagree) and are
+    /// not fsynced here; whatever a crash loses of it is applied again from
     /// the log at restart (the applied index on disk is then older, and the
     /// entries after it are handed out again). The next `persist` with a sync
     /// makes it durable in passing.
-    pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, ApplyResult)>, StorageError> {
+    ///
+    /// Memory moves ahead of sled until [`StateMachine::write`]; call it
+    /// before anything else touches the state machine.
+    pub fn apply_in_memory(
+        &mut self,
+        entries: &[Entry],
+    ) -> Result<(Vec<(Index, ApplyResult)>, Unwritten), StorageError> {
         let mut map = self.map.clone();
         let mut batch = sled::Batch::default();
         let mut applied = self.applied;
@@ -135,16 +155,24 @@ impl StateMachine {
             applied = e.index;
         }
         if applied == self.applied {
-            return Ok(results);
+            return Ok((results, Unwritten(None)));
         }
         batch.insert(tree::APPLIED_KEY, record::seal_u64(applied));
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| StorageError::sled(&self.dir, "apply entries to the state machine", e))?;
-        // Only now: if sled failed, memory still matches the disk.
         self.map = map;
         self.applied = applied;
-        Ok(results)
+        Ok((results, Unwritten(Some(batch))))
+    }
+
+    /// Writes what [`StateMachine::apply_in_memory`] applied to sled. An
+    /// error leaves memory ahead of the disk: the member must stop (its log
+    /// still holds every entry, so a restart applies them again).
+    pub fn write(&mut self, unwritten: Unwritten) -> Result<(), StorageError> {
+        let Some(batch) = unwritten.0 else {
+            return Ok(());
+        };
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| StorageError::sled(&self.dir, "apply entries to the state machine", e))
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Versioned> {

@@ -53,6 +53,7 @@ impl Net {
                 if n.has_ready() {
                     busy = true;
                     let rd = n.ready();
+                    msgs.extend(rd.leader_messages);
                     msgs.extend(rd.messages);
                     for e in rd.committed_entries {
                         if !e.data.is_empty() {
@@ -157,7 +158,11 @@ fn a_read_index_is_confirmed_by_a_majority() {
     n.read_index(42).unwrap();
     let rd = n.ready();
     assert!(rd.read_states.is_empty(), "needs a heartbeat round first");
-    let msgs = rd.messages;
+    let msgs: Vec<_> = rd.leader_messages.into_iter().chain(rd.messages).collect();
+    assert!(
+        !msgs.is_empty(),
+        "the heartbeat round that confirms the read"
+    );
     n.advance();
     for m in msgs {
         let _ = net.nodes.get_mut(&m.to).unwrap().step(m);
@@ -168,6 +173,7 @@ fn a_read_index_is_confirmed_by_a_majority() {
         for n in net.nodes.values_mut() {
             let rd = n.ready();
             got.extend(rd.read_states.clone());
+            msgs.extend(rd.leader_messages);
             msgs.extend(rd.messages);
             n.advance();
         }

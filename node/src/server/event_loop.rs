@@ -577,20 +577,40 @@ impl EventLoop {
             // A leader's requests go first: its disk write then overlaps
             // the followers' (thesis §10.2.1).
             self.send(std::mem::take(&mut rd.leader_messages));
-            self.persist(&rd)?;
+            // A hard state that only moves the commit index promises nothing
+            // to anyone (a lost commit index is learned again), so writing it
+            // can wait until the clients have their answers.
+            let persist_later = !rd.must_sync() && rd.entries.is_empty() && rd.snapshot.is_none();
+            if !persist_later {
+                self.persist(&rd)?;
+            }
             // What the answers promise is durable now.
             let term = self.node.term();
             for (answer, reply) in self.peer_answers.drain(..) {
                 let _ = reply.send(Ok((answer, term)));
             }
-            self.send(rd.messages);
-            self.apply(&rd.committed_entries)?;
-            for rs in rd.read_states {
+            self.send(std::mem::take(&mut rd.messages));
+            let (unwritten, applying) = self.apply(&rd.committed_entries)?;
+            for rs in std::mem::take(&mut rd.read_states) {
                 if let Some(read) = self.pending_reads.remove(&rs.ctx) {
                     self.confirmed_reads.push((rs.index, read));
                 }
             }
             self.answer_reads();
+            // Off the clients' path: see `StateMachine::apply_in_memory`.
+            let writing = Instant::now();
+            self.disk
+                .state_machine
+                .write(unwritten)
+                .map_err(|e| format!("cannot apply committed entries: {e}"))?;
+            if !rd.committed_entries.is_empty() {
+                self.metrics
+                    .apply_seconds
+                    .observe((applying + writing.elapsed()).as_secs_f64());
+            }
+            if persist_later {
+                self.persist(&rd)?;
+            }
             if let Some(soft) = rd.soft_state {
                 self.on_soft_state(soft);
             }
@@ -659,19 +679,19 @@ impl EventLoop {
         }
     }
 
-    fn apply(&mut self, entries: &[raft::Entry]) -> Result<(), String> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    /// Applies committed entries in memory and answers their clients; the
+    /// caller writes the returned changes to sled afterwards.
+    fn apply(&mut self, entries: &[raft::Entry]) -> Result<(kv::Unwritten, Duration), String> {
         let started = Instant::now();
-        let results = self
+        let (results, unwritten) = self
             .disk
             .state_machine
-            .apply(entries)
+            .apply_in_memory(entries)
             .map_err(|e| format!("cannot apply committed entries: {e}"))?;
-        self.metrics
-            .apply_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        if entries.is_empty() {
+            return Ok((unwritten, took));
+        }
         let mut results: BTreeMap<Index, ApplyResult> = results.into_iter().collect();
         for e in entries {
             if matches!(e.kind, EntryKind::ConfChange(_)) {
@@ -703,7 +723,7 @@ impl EventLoop {
             };
             let _ = reply.send(answer);
         }
-        Ok(())
+        Ok((unwritten, took))
     }
 
     fn answer_reads(&mut self) {
