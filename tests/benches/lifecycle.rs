@@ -4,7 +4,9 @@
 //! 1. A new member joins a cluster holding `LIFECYCLE_KEYS` (100,000) keys of
 //!    1 KiB and is promoted: time to promotion, and the rate at which the
 //!    leader streamed its snapshot.
-//! 2. Write throughput while snapshots are being taken and sent, against the
+//! 2. Write throughput while snapshots are being taken and sent (a follower
+//!    is paused until the log it lacks is compacted, then resumed, so the
+//!    leader streams it the whole snapshot, again and again), against the
 //!    steady rate of the same load.
 //!
 //! ```text
@@ -176,26 +178,47 @@ async fn main() {
     let steady = throughput(&leader_addr, 10.0, 32, None).await;
     println!("steady writes: {steady:.0}/s (32 clients, 256-byte values)");
     let busy = Arc::new(AtomicBool::new(true));
+    let lagging = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader && *i != id)
+        .expect("a founding follower");
+    let lagging_pid = c.member(lagging).pid().expect("the follower runs");
+    let lagging_addr = c.member(lagging).client_addr();
     let background = {
         let (busy, leader_addr) = (busy.clone(), leader_addr.clone());
-        let joiner = c.member_pb(id);
         tokio::spawn(async move {
-            // Remove the new member and add it back, and snapshot the leader,
-            // again and again: the leader takes and streams snapshots.
+            // Again and again: pause a follower, let the log move on, take a
+            // snapshot (which compacts the entries it lacks), resume it — the
+            // leader must stream it the whole snapshot while writes go on
+            // (four voters: three still make a majority).
             let mut rounds = 0;
+            let signal = |sig| {
+                // SAFETY: kill(2) on a child process the cluster owns.
+                unsafe { libc::kill(lagging_pid, sig) };
+            };
             while busy.load(Ordering::Relaxed) {
-                let mut a = admin(&leader_addr).await;
-                let _ = a.snapshot(adminpb::SnapshotRequest {}).await;
-                let _ = a.remove_member(adminpb::RemoveMemberRequest { id }).await;
-                let _ = a
-                    .add_member(adminpb::AddMemberRequest {
-                        member: Some(joiner.clone()),
-                        learner_only: true,
-                    })
+                signal(libc::SIGSTOP);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let snap = admin(&leader_addr)
+                    .await
+                    .snapshot(adminpb::SnapshotRequest {})
                     .await;
+                signal(libc::SIGCONT);
+                let Ok(snap) = snap else { continue };
+                let target = snap.into_inner().last_included_index;
+                // Until the follower has the snapshot, or the load ends.
+                while busy.load(Ordering::Relaxed) {
+                    if let Some(s) = status(&lagging_addr).await
+                        && s.applied_index >= target
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 rounds += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            signal(libc::SIGCONT);
             rounds
         })
     };
@@ -205,6 +228,15 @@ async fn main() {
         "writes while snapshots are taken and sent ({rounds} rounds): {during:.0}/s = {:.0}% of steady",
         during / steady * 100.0
     );
-    let sends = sent_snapshot_lines(&c.log_of(leader)).len();
-    println!("snapshots sent by the leader in all: {sends}");
+    let sends = sent_snapshot_lines(&c.log_of(leader));
+    println!("snapshots sent by the leader in all: {}", sends.len());
+    for line in sends.iter().skip(1) {
+        if let (Some(bytes), Some(secs)) = (field(line, "bytes"), field(line, "seconds")) {
+            println!(
+                "  under load: {:.1} MB in {secs:.2} s = {:.0} MB/s",
+                bytes / 1e6,
+                bytes / 1e6 / secs
+            );
+        }
+    }
 }

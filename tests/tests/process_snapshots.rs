@@ -192,3 +192,41 @@ async fn a_restart_loads_the_newest_snapshot_and_the_log_after_it() {
         assert_eq!(count_serializable(a, "r").await, 250, "{a}");
     }
 }
+
+/// Compacting a long log happens off the event loop: the leader keeps
+/// sending heartbeats, so nobody starts an election. (Removing 100,000
+/// entries in one sled batch on the event loop once stalled a leader for
+/// seconds, and it lost its leadership.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacting_a_long_log_keeps_the_leader() {
+    let mut c = Cluster::start_with(3, &["--snapshot-threshold-entries", "1000000000"]);
+    let addrs = c.client_addrs();
+    let (leader, term) = wait_for_leader(&addrs, ELECTION).await;
+    let leader_addr = c.member(leader).client_addr();
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let addr = leader_addr.clone();
+            tokio::spawn(async move { put_many(&addr, &format!("w{w:02}-"), 1_000, 256).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let snap = admin(&leader_addr)
+        .await
+        .snapshot(adminpb::SnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner();
+    assert!(snap.last_included_index > 32_000);
+    // Longer than the longest election timeout, and then some.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for addr in &addrs {
+        let s = status(addr).await.expect("status");
+        assert_eq!(
+            (s.leader_id, s.term),
+            (leader, term),
+            "{addr}: the leadership changed around the compaction"
+        );
+    }
+}

@@ -255,7 +255,7 @@ fn a_snapshot_taken_here_compacts_the_log_and_old_files_are_removed() {
             .join()
             .unwrap()
             .unwrap();
-        disk.storage.compact(&file.meta).unwrap();
+        disk.storage.compact(&file.meta).unwrap().run().unwrap();
     };
     {
         let (mut disk, _) = open(tmp.path());
@@ -298,7 +298,7 @@ fn a_missing_snapshot_file_is_refused_at_start() {
             membership: membership(),
         };
         let file = snapshot_file::write(&disk.storage.snapshot_dir(), &meta, &image).unwrap();
-        disk.storage.compact(&meta).unwrap();
+        disk.storage.compact(&meta).unwrap().run().unwrap();
         std::fs::remove_file(file.path).unwrap();
     }
     let msg = retry_while_locked(|| Disk::open(tmp.path(), &identity(1)))

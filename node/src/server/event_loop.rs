@@ -514,11 +514,23 @@ impl EventLoop {
         };
         // Durable metadata first (it also syncs the applied state), then the
         // covered entries go — from the disk and from the core's memory.
-        self.disk
+        let trim = self
+            .disk
             .storage
             .compact(&meta)
             .map_err(|e| format!("cannot compact the log: {e}"))?;
         self.node.compact(meta.clone());
+        let member = self.cfg.id;
+        let spawned = std::thread::Builder::new()
+            .name("log-trim".into())
+            .spawn(move || match trim.run() {
+                Ok(n) => tracing::debug!(member, removed = n, "removed compacted entries"),
+                // They stay until the next start removes them; nothing reads them.
+                Err(e) => tracing::warn!(member, error = %e, "cannot remove compacted entries"),
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(member, error = %e, "cannot start removing compacted entries");
+        }
         self.applied_bytes_since_snapshot = 0;
         self.metrics
             .snapshots

@@ -102,11 +102,15 @@ impl Storage {
     /// Records `meta` as the newest snapshot and drops the entries it covers.
     /// Call it once the snapshot's file is durable (the snapshot writer
     /// returned), then [`crate::raft::RawNode::compact`].
-    pub fn compact(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+    pub fn compact(&mut self, meta: &SnapshotMeta) -> Result<LogTrim, StorageError> {
         let index = meta.last_included_index;
         let current = self.snapshot.as_ref().map_or(0, |s| s.last_included_index);
         if index <= current {
-            return Ok(());
+            return Ok(LogTrim {
+                dir: self.dir.clone(),
+                log_tree: self.log_tree.clone(),
+                up_to: 0,
+            });
         }
         if index > self.last_index {
             return Err(StorageError::misuse(
@@ -123,18 +127,13 @@ impl Storage {
         self.write_snapshot_meta(meta)?;
         self.sync()?;
         self.snapshot = Some(meta.clone());
-        let mut batch = sled::Batch::default();
-        for k in self.log_tree.range(..=key(index)).keys() {
-            let k =
-                k.map_err(|e| StorageError::sled(&self.dir, "read the log to compact it", e))?;
-            batch.remove(k);
-        }
-        self.log_tree
-            .apply_batch(batch)
-            .map_err(|e| StorageError::sled(&self.dir, "compact the log", e))?;
         snapshot_files::remove_old(&self.dir, &self.snapshot_dir(), meta, false)?;
         tracing::info!(index, term = meta.last_included_term, "compacted the log");
-        Ok(())
+        Ok(LogTrim {
+            dir: self.dir.clone(),
+            log_tree: self.log_tree.clone(),
+            up_to: index,
+        })
     }
 
     /// Reads and checks the log after snapshot `meta`: every entry's checksum,
@@ -231,5 +230,54 @@ impl Storage {
         self.last_index = prev_index;
         self.restored_entries = entries;
         Ok(())
+    }
+}
+
+/// The entries a compaction left behind on disk, to be removed.
+///
+/// The snapshot covers them and nothing reads them again, so removing them
+/// is housekeeping: the event loop hands this to a background thread. It
+/// removes them in small batches because a sled batch holds a lock that
+/// every other write waits for — one batch of 100,000 removals stalled the
+/// leader for seconds, long enough to lose its leadership. What a crash
+/// leaves behind, `open` removes.
+#[must_use = "call run(), or the compacted entries stay on disk until the next start"]
+pub struct LogTrim {
+    dir: std::path::PathBuf,
+    log_tree: sled::Tree,
+    up_to: Index,
+}
+
+impl LogTrim {
+    const PER_BATCH: usize = 512;
+
+    /// Removes the entries up to the snapshot's index; returns how many.
+    pub fn run(self) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        if self.up_to == 0 {
+            return Ok(0);
+        }
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for k in self
+                .log_tree
+                .range(..=key(self.up_to))
+                .keys()
+                .take(Self::PER_BATCH)
+            {
+                let k =
+                    k.map_err(|e| StorageError::sled(&self.dir, "read the log to compact it", e))?;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(removed);
+            }
+            self.log_tree
+                .apply_batch(batch)
+                .map_err(|e| StorageError::sled(&self.dir, "compact the log", e))?;
+            removed += n;
+        }
     }
 }

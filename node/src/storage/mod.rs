@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{DAMAGED_DIR_ADVICE, ForeignIdentity, StorageError};
 pub use identity::{FORMAT_VERSION, Identity, IdentityRecord};
+pub use log::LogTrim;
 
 use crate::raft::{Entry, HardState, Index, Membership, RestoredState, SnapshotMeta};
 use sync::SledFiles;

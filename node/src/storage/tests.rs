@@ -188,7 +188,7 @@ fn compaction_drops_the_covered_entries_and_survives_a_restart() {
     };
     {
         let mut s = open(tmp.path());
-        s.compact(&meta).unwrap();
+        s.compact(&meta).unwrap().run().unwrap();
         assert_eq!(s.snapshot_meta(), Some(&meta));
     }
     let mut s = open(tmp.path());
