@@ -76,7 +76,9 @@ pub fn identity(doc: &Value) -> Result<(String, String, String), String> {
     Ok((api_version.to_string(), kind.to_string(), name.to_string()))
 }
 
-/// One permission: a verb on a resource of an API group, optionally on one named object.
+/// One permission: a verb on a resource (or `resource/subresource`) of an API group. Rules
+/// limited to named objects (`resourceNames`) flatten to the same grants; the API-server tier
+/// checks the names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Grant {
     pub group: String,

@@ -245,7 +245,20 @@ fn check_render(objects: &[Value], values: &str) -> Result<String, String> {
             return Err(format!("{} {} is rendered twice", id.1, id.2));
         }
     }
-    let rbac_off = values.contains("create: false") && values.contains("rbac:");
+    // The switches as the values file sets them (the defaults: RBAC on, leader election off).
+    let values: Value = serde_yaml::from_str(values).unwrap_or(Value::Null);
+    let switch = |path: &[&str]| {
+        let mut v = &values;
+        for key in path {
+            match v.get(*key) {
+                Some(next) => v = next,
+                None => return None,
+            }
+        }
+        v.as_bool()
+    };
+    let rbac_off = switch(&["rbac", "create"]) == Some(false);
+    let le_on = switch(&["leaderElection", "enabled"]) == Some(true);
     let cluster_roles = rules_of(objects, "ClusterRole");
     if rbac_off {
         if !cluster_roles.is_empty() {
@@ -260,7 +273,6 @@ fn check_render(objects: &[Value], values: &str) -> Result<String, String> {
         }
     }
     let roles = rules_of(objects, "Role");
-    let le_on = values.contains("leaderElection:") && values.contains("enabled: true");
     match (le_on && !rbac_off, roles.as_slice()) {
         (true, [role]) if *role == required_grants(Scope::OperatorNamespace) => {}
         (false, []) => {}
