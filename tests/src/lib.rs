@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod docker;
 pub mod linearizability;
+pub mod manifests;
 pub mod prometheus;
 pub mod script;
 pub mod sim;

@@ -65,7 +65,14 @@ fn spawn(command: &mut Command, log: &Path) -> Child {
 }
 
 impl TestApiServer {
+    /// Starts etcd and a kube-apiserver that allows every request.
     pub async fn start(assets: &Path) -> TestApiServer {
+        Self::start_with_authorization(assets, "AlwaysAllow").await
+    }
+
+    /// Starts them with this `--authorization-mode` (`RBAC` to check what Roles grant; the
+    /// client's user is in `system:masters`, so it may still do anything).
+    pub async fn start_with_authorization(assets: &Path, mode: &str) -> TestApiServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let etcd_port = free_port();
         let peer_port = free_port();
@@ -116,7 +123,7 @@ impl TestApiServer {
                 .arg(&key)
                 .arg("--token-auth-file")
                 .arg(&tokens)
-                .arg("--authorization-mode=AlwaysAllow")
+                .arg(format!("--authorization-mode={mode}"))
                 .arg("--disable-admission-plugins=ServiceAccount"),
             &dir.path().join("kube-apiserver.log"),
         ));
