@@ -137,9 +137,10 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
 
     let mut cluster_args = args.cluster.clone();
     cluster_args.ui_actions = args.ui;
-    let ui_listener = match args.ui {
-        true => Some(dev_ui::bind(args.ui_listen).await.map_err(CliError::new)?),
-        false => None,
+    let ui_listener = if args.ui {
+        Some(dev_ui::bind(args.ui_listen).await.map_err(CliError::new)?)
+    } else {
+        None
     };
     let mut cluster = LocalCluster::start(&cluster_args)?;
     let (ui_tx, mut ui_actions) = mpsc::channel::<dev_ui::DevAction>(16);

@@ -181,7 +181,7 @@ impl Recorder {
             if b.role != now.role || b.term != now.term {
                 role_changed = true;
                 let mut ev = self.event(node, Kind::RoleChanged);
-                ev.reason = reason(b, now, cause, node);
+                ev.reason = reason(b, now, cause);
                 ev.voted_for = node.voted_for();
                 self.publish(ev);
             } else {
@@ -211,9 +211,10 @@ impl Recorder {
     /// A message this member sends; `answers_heartbeat` when it answers a
     /// heartbeat (an AppendEntries without entries).
     pub fn sent(&mut self, node: &RawNode, m: &raft::Message, answers_heartbeat: bool) {
+        // The member's own term, not the message's: a pre-vote asks about a
+        // term nobody is in yet.
         let mut ev = self.event(node, Kind::Unspecified);
         ev.peer_id = m.to;
-        ev.term = m.term;
         let kind = match &m.body {
             MessageBody::RequestVote {
                 pre_vote,
@@ -345,8 +346,7 @@ impl Recorder {
 }
 
 /// Why the role or term changed, in the words of the paper.
-fn reason(b: Standing, now: Standing, cause: Cause, node: &RawNode) -> String {
-    let _ = node;
+fn reason(b: Standing, now: Standing, cause: Cause) -> String {
     match (b.role, now.role, cause) {
         (_, Role::Follower, Cause::Message { from, term, name }) if now.term > b.term => {
             format!("saw the higher term {term} in a {name} from member {from}")
@@ -361,7 +361,7 @@ fn reason(b: Standing, now: Standing, cause: Cause, node: &RawNode) -> String {
             "a majority granted the pre-vote: starts term {} and asks for votes",
             now.term
         ),
-        (Role::Candidate, Role::Candidate, Cause::Tick) | (_, Role::Candidate, Cause::Tick) => {
+        (_, Role::Candidate, Cause::Tick) => {
             format!(
                 "election timeout (split vote?): starts term {} and asks for votes",
                 now.term

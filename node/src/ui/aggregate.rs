@@ -81,24 +81,24 @@ where
     });
 }
 
+async fn open(addr: &str) -> Result<tonic::Streaming<kuberaft_proto::admin::RaftEvent>, String> {
+    let mut client = AdminClient::new(lazy_channel(addr)?);
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        client.watch_events(WatchEventsRequest {}),
+    )
+    .await
+    {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(e)) => Err(e.message().to_string()),
+        Err(_) => Err("no answer within 2 s".to_string()),
+    }
+}
+
 async fn watch_one(sink: Sink, t: Target) {
     let mut reachable: Option<bool> = None;
     loop {
-        let stream = async {
-            let channel = lazy_channel(&t.client_addr)?;
-            let mut client = AdminClient::new(channel);
-            match tokio::time::timeout(
-                Duration::from_secs(2),
-                client.watch_events(WatchEventsRequest {}),
-            )
-            .await
-            {
-                Ok(Ok(r)) => Ok(r.into_inner()),
-                Ok(Err(e)) => Err(e.message().to_string()),
-                Err(_) => Err("no answer within 2 s".to_string()),
-            }
-        }
-        .await;
+        let stream = open(&t.client_addr).await;
         match stream {
             Ok(mut stream) => loop {
                 tokio::select! {

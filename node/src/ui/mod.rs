@@ -67,7 +67,8 @@ fn html(body: &'static str) -> Response {
 /// JSON values as a server-sent event stream.
 pub fn sse(rx: mpsc::Receiver<Value>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     Sse::new(
-        ReceiverStream::new(rx).map(|v| Ok(SseEvent::default().data(v.to_string()))),
+        ReceiverStream::new(rx)
+            .map(|v| Ok::<_, Infallible>(SseEvent::default().data(v.to_string()))),
     )
     .keep_alive(KeepAlive::default())
 }

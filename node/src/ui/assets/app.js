@@ -63,7 +63,7 @@ function onEvent(ev) {
   m.lastSeen = now();
   if (m.down) { m.down = false; m.downWhy = ""; }
   if (ev.dropped) { state.dropped += ev.dropped; }
-  if (ev.term) m.term = Math.max(m.term, ev.term);
+  if (ev.term && (k === "role_changed" || k === "leader_known")) m.term = ev.term;
   if (ev.role) m.role = ev.role;
   if (ev.leader_id !== undefined) m.leaderId = ev.leader_id;
   switch (k) {
