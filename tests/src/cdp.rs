@@ -159,7 +159,10 @@ impl Browser {
     /// Opens `url` in a new page.
     pub fn open(&mut self, url: &str) -> Page {
         let target = self.call(None, "Target.createTarget", json!({"url": url}));
-        let target_id = target["targetId"].as_str().expect("a target id").to_string();
+        let target_id = target["targetId"]
+            .as_str()
+            .expect("a target id")
+            .to_string();
         let attached = self.call(
             None,
             "Target.attachToTarget",

@@ -16,9 +16,10 @@ use serde_json::Value;
 
 /// A base port with the ports of `nodes` members free.
 fn free_base_port(nodes: u16) -> u16 {
-    let seed = std::process::id() as u16 ^ (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos()) as u16);
+    let seed = std::process::id() as u16
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()) as u16);
     for i in 0..200u16 {
         let base = 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % 12_000;
         if (base..base + 3 * nodes).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
@@ -51,7 +52,10 @@ impl Dev {
             {
                 return url.to_string();
             }
-            assert!(Instant::now() < deadline, "no web view in the banner:\n{out}");
+            assert!(
+                Instant::now() < deadline,
+                "no web view in the banner:\n{out}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -100,7 +104,12 @@ fn leaders(view: &Value) -> Vec<(u64, u64)> {
         .into_iter()
         .flatten()
         .filter(|m| m["role"] == "leader" && m["down"] == false)
-        .map(|m| (m["id"].as_u64().unwrap_or(0), m["term"].as_u64().unwrap_or(0)))
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap_or(0),
+                m["term"].as_u64().unwrap_or(0),
+            )
+        })
         .collect()
 }
 
@@ -157,7 +166,10 @@ fn the_page_shows_one_leader_and_a_new_one_after_kill_leader() {
     );
 
     let started = Instant::now();
-    browser.eval(&page, "document.getElementById('kill-leader').click(); true");
+    browser.eval(
+        &page,
+        "document.getElementById('kill-leader').click(); true",
+    );
     let view = wait_view(
         &mut browser,
         &page,
@@ -183,7 +195,10 @@ fn the_page_shows_one_leader_and_a_new_one_after_kill_leader() {
     // The timeline has the new term and who led it.
     let timeline = browser.eval(&page, "document.getElementById('timeline').textContent");
     assert!(
-        timeline.as_str().unwrap_or("").contains(&format!("term {new_term}")),
+        timeline
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("term {new_term}")),
         "{timeline}"
     );
 

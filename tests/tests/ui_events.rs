@@ -17,8 +17,11 @@ use serde_json::Value;
 fn sse(addr: &str, path: &str) -> mpsc::Receiver<Value> {
     let mut s = TcpStream::connect(addr).expect("connect to the HTTP port");
     // HTTP/1.0: the body is delimited by the connection's end, not chunked.
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
-        .expect("send the request");
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("send the request");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut r = BufReader::new(s);
@@ -43,8 +46,11 @@ fn sse(addr: &str, path: &str) -> mpsc::Receiver<Value> {
 /// A one-shot HTTP/1.0 request; returns (status code, body).
 fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the HTTP port");
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n")
-        .expect("send the request");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send the request");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read the answer");
     let code = out
@@ -52,7 +58,10 @@ fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (code, body)
 }
 
@@ -153,7 +162,10 @@ async fn an_election_and_a_write_arrive_in_order_through_one_member() {
     let won = seen[at].clone();
     let (leader, term) = (num(&won, "member_id"), num(&won, "term"));
     assert!(
-        won["reason"].as_str().unwrap_or("").contains("won the election"),
+        won["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("won the election"),
         "{won}"
     );
     // The dead member is reported, by the watcher that lost it.
@@ -174,11 +186,16 @@ async fn an_election_and_a_write_arrive_in_order_through_one_member() {
     let pos = |f: &dyn Fn(&Value) -> bool| own.iter().position(|v| f(v));
     let pre_vote = pos(&|v| kind(v) == "vote_requested" && v["pre_vote"] == true)
         .unwrap_or_else(|| panic!("no pre-vote request before winning: {own:?}"));
-    let candidate = pos(&|v| kind(v) == "role_changed" && v["role"] == "candidate" && num(v, "term") == term)
-        .unwrap_or_else(|| panic!("never a candidate of term {term}: {own:?}"));
-    let vote = pos(&|v| kind(v) == "vote_requested" && v["pre_vote"].is_null() && num(v, "term") == term)
-        .unwrap_or_else(|| panic!("no vote request in term {term}: {own:?}"));
-    assert!(pre_vote < candidate && candidate < vote && vote < own.len() - 1, "{own:?}");
+    let candidate =
+        pos(&|v| kind(v) == "role_changed" && v["role"] == "candidate" && num(v, "term") == term)
+            .unwrap_or_else(|| panic!("never a candidate of term {term}: {own:?}"));
+    let vote =
+        pos(&|v| kind(v) == "vote_requested" && v["pre_vote"].is_null() && num(v, "term") == term)
+            .unwrap_or_else(|| panic!("no vote request in term {term}: {own:?}"));
+    assert!(
+        pre_vote < candidate && candidate < vote && vote < own.len() - 1,
+        "{own:?}"
+    );
     // Another member granted that vote, no later (by the clock of this one
     // host) than the leader announced its win.
     let granted = seen.iter().find(|v| {
@@ -188,7 +205,10 @@ async fn an_election_and_a_write_arrive_in_order_through_one_member() {
             && num(v, "term") == term
     });
     let granted = granted.unwrap_or_else(|| panic!("nobody granted {leader} its vote"));
-    assert!(num(granted, "unix_ms") <= num(&won, "unix_ms"), "{granted} after {won}");
+    assert!(
+        num(granted, "unix_ms") <= num(&won, "unix_ms"),
+        "{granted} after {won}"
+    );
 
     // Per member, events come in publication order and terms never go back.
     for m in 1..=3 {
@@ -197,8 +217,18 @@ async fn an_election_and_a_write_arrive_in_order_through_one_member() {
             .filter(|v| of(v, m) && v.get("seq").is_some())
             .collect();
         for w in mine.windows(2) {
-            assert!(num(w[0], "seq") < num(w[1], "seq"), "{} then {}", w[0], w[1]);
-            assert!(num(w[0], "term") <= num(w[1], "term"), "{} then {}", w[0], w[1]);
+            assert!(
+                num(w[0], "seq") < num(w[1], "seq"),
+                "{} then {}",
+                w[0],
+                w[1]
+            );
+            assert!(
+                num(w[0], "term") <= num(w[1], "term"),
+                "{} then {}",
+                w[0],
+                w[1]
+            );
         }
     }
 

@@ -11,14 +11,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::args::{DevArgs, GlobalArgs};
-use super::dev_ui;
-use crate::ui::{ActionParams, aggregate};
-use axum::http::StatusCode;
 use super::cluster::{LocalCluster, Process, on_path};
+use super::dev_ui;
 use super::error::CliError;
 use super::live::{MemberRow, Update, View, follow, since};
 use super::members::role_name;
 use super::terminal::{KeyMode, Screen, spawn_key_reader};
+use crate::ui::{ActionParams, aggregate};
+use axum::http::StatusCode;
 
 /// How long members get to stop after SIGTERM before they are killed (a
 /// leader first hands over leadership, which the node bounds at 2 s).
@@ -162,7 +162,10 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
     let key_mode = if tty { KeyMode::enable() } else { None };
     let mut lines = banner(&cluster, key_mode.is_some());
     if let Some(addr) = ui_addr {
-        lines.insert(5, format!("  web view:  http://{addr}/ui   (open it in a browser)"));
+        lines.insert(
+            5,
+            format!("  web view:  http://{addr}/ui   (open it in a browser)"),
+        );
     }
     for line in lines {
         say(&line);

@@ -118,8 +118,7 @@ impl Admin for AdminService {
 
     type WatchStatusStream = StatusStream;
 
-    type WatchEventsStream =
-        Pin<Box<dyn Stream<Item = Result<pb::RaftEvent, Status>> + Send>>;
+    type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<pb::RaftEvent, Status>> + Send>>;
 
     async fn watch_events(
         &self,

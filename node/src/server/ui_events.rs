@@ -142,7 +142,9 @@ impl Recorder {
         if sampled(kind) {
             let now = Instant::now();
             let w = &mut self.windows[ev.kind as usize % 19];
-            if w.start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
+            if w.start
+                .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+            {
                 w.start = Some(now);
                 w.count = 0;
             }
@@ -371,10 +373,15 @@ fn reason(b: Standing, now: Standing, cause: Cause) -> String {
             "leader {from} handed over leadership (TimeoutNow): starts term {}",
             now.term
         ),
-        (_, Role::Leader, _) => format!("won the election: a majority voted for it in term {}", now.term),
-        (Role::Candidate | Role::PreCandidate, Role::Follower, Cause::Message { from, name, .. })
-            if name.starts_with("Append") || name == "InstallSnapshot" =>
-        {
+        (_, Role::Leader, _) => format!(
+            "won the election: a majority voted for it in term {}",
+            now.term
+        ),
+        (
+            Role::Candidate | Role::PreCandidate,
+            Role::Follower,
+            Cause::Message { from, name, .. },
+        ) if name.starts_with("Append") || name == "InstallSnapshot" => {
             format!("member {from} leads term {}", now.term)
         }
         (Role::Candidate | Role::PreCandidate, Role::Follower, Cause::Message { .. }) => {

@@ -45,11 +45,21 @@ pub fn assets<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/", get(|| async { Redirect::permanent("/ui") }))
         .route(
             "/ui/app.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
         )
         .route(
             "/ui/style.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STYLE_CSS,
+                )
+            }),
         )
 }
 
@@ -222,7 +232,9 @@ pub async fn put(
     value: Option<String>,
 ) -> Result<String, (StatusCode, String)> {
     let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_string());
-    let key = key.filter(|k| !k.is_empty()).ok_or_else(|| bad("give a key"))?;
+    let key = key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| bad("give a key"))?;
     let value = value.unwrap_or_default();
     let channel = lazy_channel(addr).map_err(|e| bad(&e))?;
     let mut kv = kuberaft_proto::kv::kv_client::KvClient::new(channel);
