@@ -40,7 +40,8 @@ pub struct NodeArgs {
     #[arg(long, env = "KUBERAFT_CLIENT_LISTEN", default_value = "0.0.0.0:7001")]
     pub client_listen: SocketAddr,
 
-    /// Address for HTTP: Prometheus /metrics, /livez and /readyz.
+    /// Address for HTTP: Prometheus /metrics, /livez and /readyz, and the
+    /// web view /ui.
     #[arg(long, env = "KUBERAFT_HTTP_LISTEN", default_value = "0.0.0.0:7002")]
     pub http_listen: SocketAddr,
 

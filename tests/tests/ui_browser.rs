@@ -214,6 +214,57 @@ fn the_page_shows_one_leader_and_a_new_one_after_kill_leader() {
     let path = dir.join("ui-browser-screenshot.png");
     std::fs::write(&path, &png).expect("write the screenshot");
     println!("screenshot: {}", path.display());
+
+    // The article's last scene: a follower cut off from its peers, then
+    // healed, rejoins without deposing the leader (PreVote: it never
+    // raised its term while alone).
+    let follower = view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_u64())
+        .find(|id| *id != old_leader && *id != new_leader)
+        .expect("a live follower");
+    let click = |b: &mut Browser, action: &str| {
+        b.eval(
+            &page,
+            &format!("document.querySelector('.card[data-id=\"{follower}\"] .act-{action}').click(); true"),
+        )
+    };
+    click(&mut browser, "cut_off");
+    let isolated = |want: bool| {
+        move |v: &Value| {
+            v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["id"].as_u64() == Some(follower) && m["isolated"] == want)
+        }
+    };
+    wait_view(
+        &mut browser,
+        &page,
+        Duration::from_secs(5),
+        "the follower cut off",
+        isolated(true),
+    );
+    // Longer than an election timeout: alone, it would have started elections.
+    std::thread::sleep(Duration::from_millis(1000));
+    click(&mut browser, "heal");
+    wait_view(
+        &mut browser,
+        &page,
+        Duration::from_secs(5),
+        "the follower healed",
+        isolated(false),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let view = browser.eval(&page, "kuberaftView()");
+    assert_eq!(
+        leaders(&view),
+        vec![(new_leader, new_term)],
+        "the healed follower deposed the leader: {view}"
+    );
     assert!(
         dev.output().contains("killed (SIGKILL) the leader"),
         "{}",

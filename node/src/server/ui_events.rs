@@ -444,3 +444,118 @@ pub fn to_json(ev: &RaftEvent) -> serde_json::Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Config, Member, Membership, RestoredState, SnapshotMeta, Suffrage};
+
+    fn node() -> RawNode {
+        let members = (1..=3).map(|id| Member {
+            id,
+            name: format!("m{id}"),
+            peer_addr: String::new(),
+            client_addr: String::new(),
+            suffrage: Suffrage::Voter,
+        });
+        let restored = RestoredState {
+            snapshot: SnapshotMeta {
+                membership: Membership::new(members),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        RawNode::new(Config::with_tick_ms(1, 10, 7), restored).expect("a core")
+    }
+
+    fn heartbeat() -> raft::Message {
+        raft::Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: Vec::new(),
+                leader_commit: 0,
+                seq: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn chatty_kinds_are_sampled_and_the_rest_counted() {
+        let (tx, mut rx) = broadcast::channel(1024);
+        let mut r = Recorder::new(tx, 1, "m1".into(), 10);
+        let n = node();
+        for _ in 0..100 {
+            r.sent(&n, &heartbeat(), false);
+        }
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            got.push(ev);
+        }
+        assert_eq!(got.len(), SAMPLED_PER_SECOND as usize);
+        assert!(got.iter().all(|e| e.kind() == Kind::HeartbeatSent));
+        assert!(got.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        // Votes are never sampled.
+        let vote = raft::Message {
+            body: MessageBody::RequestVote {
+                last_log_index: 0,
+                last_log_term: 0,
+                pre_vote: true,
+                leader_transfer: false,
+            },
+            ..heartbeat()
+        };
+        for _ in 0..100 {
+            r.sent(&n, &vote, false);
+        }
+        assert_eq!(rx.len(), 100);
+    }
+
+    #[test]
+    fn events_read_as_json_for_the_page() {
+        let (tx, mut rx) = broadcast::channel(16);
+        let mut r = Recorder::new(tx, 1, "m1".into(), 10);
+        let n = node();
+        r.status(&n, 0, true);
+        let v = to_json(&rx.try_recv().expect("a status"));
+        assert_eq!(v["kind"], "status");
+        assert_eq!(v["role"], "follower");
+        assert_eq!(v["name"], "m1");
+        assert_eq!(v["member_id"], 1);
+        assert!(
+            v["timeout_ms"]
+                .as_u64()
+                .is_some_and(|t| (150..300).contains(&t)),
+            "{v}"
+        );
+        assert!(v.get("peer_id").is_none(), "zero fields are left out: {v}");
+    }
+
+    #[test]
+    fn reasons_say_why_in_the_papers_words() {
+        let s = |role, term| Standing {
+            role,
+            term,
+            leader: 0,
+        };
+        let r = reason(s(Role::Follower, 1), s(Role::PreCandidate, 1), Cause::Tick);
+        assert!(r.starts_with("election timeout"), "{r}");
+        let r = reason(
+            s(Role::Leader, 1),
+            s(Role::Follower, 2),
+            Cause::Message {
+                from: 3,
+                term: 2,
+                name: "RequestVote",
+            },
+        );
+        assert_eq!(r, "saw the higher term 2 in a RequestVote from member 3");
+        let r = reason(s(Role::Leader, 1), s(Role::Follower, 1), Cause::Tick);
+        assert!(r.contains("check quorum"), "{r}");
+        let r = reason(s(Role::Candidate, 2), s(Role::Leader, 2), Cause::Other);
+        assert!(r.starts_with("won the election"), "{r}");
+    }
+}
