@@ -215,23 +215,37 @@ fn the_page_shows_one_leader_and_a_new_one_after_kill_leader() {
     std::fs::write(&path, &png).expect("write the screenshot");
     println!("screenshot: {}", path.display());
 
+    // Restart the killed member from the page; it comes back as a follower
+    // of the new leader.
+    let click = |b: &mut Browser, member: u64, action: &str| {
+        b.eval(
+            &page,
+            &format!(
+                "document.querySelector('.card[data-id=\"{member}\"] .act-{action}').click(); true"
+            ),
+        )
+    };
+    click(&mut browser, old_leader, "restart");
+    wait_view(
+        &mut browser,
+        &page,
+        Duration::from_secs(15),
+        "the killed member back as a follower",
+        |v| {
+            v["members"].as_array().into_iter().flatten().any(|m| {
+                m["id"].as_u64() == Some(old_leader)
+                    && m["down"] == false
+                    && m["role"] == "follower"
+                    && m["term"].as_u64() == Some(new_term)
+            })
+        },
+    );
+
     // The article's last scene: a follower cut off from its peers, then
     // healed, rejoins without deposing the leader (PreVote: it never
     // raised its term while alone).
-    let follower = view["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["id"].as_u64())
-        .find(|id| *id != old_leader && *id != new_leader)
-        .expect("a live follower");
-    let click = |b: &mut Browser, action: &str| {
-        b.eval(
-            &page,
-            &format!("document.querySelector('.card[data-id=\"{follower}\"] .act-{action}').click(); true"),
-        )
-    };
-    click(&mut browser, "cut_off");
+    let follower = old_leader;
+    click(&mut browser, follower, "cut_off");
     let isolated = |want: bool| {
         move |v: &Value| {
             v["members"]
@@ -250,7 +264,7 @@ fn the_page_shows_one_leader_and_a_new_one_after_kill_leader() {
     );
     // Longer than an election timeout: alone, it would have started elections.
     std::thread::sleep(Duration::from_millis(1000));
-    click(&mut browser, "heal");
+    click(&mut browser, follower, "heal");
     wait_view(
         &mut browser,
         &page,
