@@ -40,7 +40,8 @@ pub struct NodeArgs {
     #[arg(long, env = "KUBERAFT_CLIENT_LISTEN", default_value = "0.0.0.0:7001")]
     pub client_listen: SocketAddr,
 
-    /// Address for HTTP: Prometheus /metrics, /livez and /readyz.
+    /// Address for HTTP: Prometheus /metrics, /livez and /readyz, and the
+    /// web view /ui.
     #[arg(long, env = "KUBERAFT_HTTP_LISTEN", default_value = "0.0.0.0:7002")]
     pub http_listen: SocketAddr,
 
@@ -98,6 +99,11 @@ pub struct NodeArgs {
     /// Log format.
     #[arg(long, env = "KUBERAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Let the web view (GET /ui on the HTTP port) act: write values, move
+    /// leadership, cut this member off from its peers. Read-only without it.
+    #[arg(long, env = "KUBERAFT_UI_ACTIONS")]
+    pub ui_actions: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -129,6 +135,8 @@ pub struct NodeConfig {
     /// Bytes per second; 0 is unlimited.
     pub snapshot_send_rate: u64,
     pub log_format: LogFormat,
+    /// `--ui-actions`.
+    pub ui_actions: bool,
 }
 
 impl NodeArgs {
@@ -199,6 +207,7 @@ impl NodeArgs {
             snapshot_threshold_bytes: self.snapshot_threshold_bytes.max(1),
             snapshot_send_rate: self.snapshot_send_rate,
             log_format: self.log_format,
+            ui_actions: self.ui_actions,
         })
     }
 }

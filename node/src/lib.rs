@@ -18,4 +18,5 @@ pub mod server;
 pub mod storage;
 pub mod telemetry;
 pub mod transport;
+pub mod ui;
 pub mod wire;

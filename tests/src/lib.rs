@@ -5,6 +5,7 @@
 //! workloads ([`workload`]) and the linearizability checker
 //! ([`linearizability`]).
 
+pub mod cdp;
 pub mod cluster;
 pub mod docker;
 pub mod linearizability;

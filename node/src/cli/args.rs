@@ -233,12 +233,25 @@ pub struct ClusterArgs {
     /// watch candidates and votes happen.
     #[arg(long, conflicts_with_all = ["election_timeout_min_ms", "election_timeout_max_ms", "heartbeat_interval_ms"])]
     pub slow: bool,
+
+    /// Start the members with --ui-actions (set by `raftctl dev --ui`).
+    #[arg(skip)]
+    pub ui_actions: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct DevArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    /// Serve a live web view of the cluster, with buttons to put values,
+    /// kill, restart, pause or cut off members; prints the address to open.
+    #[arg(long)]
+    pub ui: bool,
+
+    /// Where the web view listens (with --ui).
+    #[arg(long, default_value = "127.0.0.1:7090", requires = "ui")]
+    pub ui_listen: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -304,6 +304,9 @@ impl LocalCluster {
             )
         };
         let mut extra_args = Vec::new();
+        if args.ui_actions {
+            extra_args.push("--ui-actions".to_string());
+        }
         for (flag, v) in [
             ("--election-timeout-min-ms", min),
             ("--election-timeout-max-ms", max),

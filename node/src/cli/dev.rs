@@ -12,10 +12,13 @@ use tokio::sync::mpsc;
 
 use super::args::{DevArgs, GlobalArgs};
 use super::cluster::{LocalCluster, Process, on_path};
+use super::dev_ui;
 use super::error::CliError;
 use super::live::{MemberRow, Update, View, follow, since};
 use super::members::role_name;
 use super::terminal::{KeyMode, Screen, spawn_key_reader};
+use crate::ui::{ActionParams, aggregate};
+use axum::http::StatusCode;
 
 /// How long members get to stop after SIGTERM before they are killed (a
 /// leader first hands over leadership, which the node bounds at 2 s).
@@ -132,10 +135,39 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
     let mut sighup = signal(SignalKind::hangup())
         .map_err(|e| CliError::new(format!("cannot catch SIGHUP: {e}")))?;
 
-    let mut cluster = LocalCluster::start(&args.cluster)?;
+    let mut cluster_args = args.cluster.clone();
+    cluster_args.ui_actions = args.ui;
+    let ui_listener = if args.ui {
+        Some(dev_ui::bind(args.ui_listen).await.map_err(CliError::new)?)
+    } else {
+        None
+    };
+    let mut cluster = LocalCluster::start(&cluster_args)?;
+    let (ui_tx, mut ui_actions) = mpsc::channel::<dev_ui::DevAction>(16);
+    let mut ui_addr = None;
+    if let Some(listener) = ui_listener {
+        ui_addr = listener.local_addr().ok();
+        let targets = cluster
+            .members
+            .iter()
+            .map(|m| aggregate::Target {
+                id: m.id,
+                name: m.name.clone(),
+                client_addr: m.client_addr.clone(),
+            })
+            .collect();
+        dev_ui::serve(listener, targets, ui_tx);
+    }
     let tty = std::io::stdout().is_terminal();
     let key_mode = if tty { KeyMode::enable() } else { None };
-    for line in banner(&cluster, key_mode.is_some()) {
+    let mut lines = banner(&cluster, key_mode.is_some());
+    if let Some(addr) = ui_addr {
+        lines.insert(
+            5,
+            format!("  web view:  http://{addr}/ui   (open it in a browser)"),
+        );
+    }
+    for line in lines {
         say(&line);
     }
 
@@ -174,6 +206,11 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
             _ = sighup.recv() => break "the terminal closed",
             Some(u) = rx.recv() => {
                 said.extend(view.apply(u, &since(start)));
+                dirty = true;
+            }
+            Some(a) = ui_actions.recv() => {
+                let answer = dev_action(&mut cluster, &mut view, &mut stopping, start, &mut said, &a.action, &a.params).await;
+                let _ = a.reply.send(answer);
                 dirty = true;
             }
             Some(k) = keys.recv() => {
@@ -265,6 +302,10 @@ pub async fn run(args: &DevArgs, global: &GlobalArgs) -> Result<(), CliError> {
         "{reason}: stopping {} members…",
         cluster.members.iter().filter(|m| m.is_running()).count()
     ));
+    for i in 0..cluster.members.len() {
+        // A paused member must run again to hear SIGTERM.
+        cluster.signal(i, libc::SIGCONT);
+    }
     stop(&mut cluster, &mut sigint).await;
     let data = cluster.data_dir().display().to_string();
     let temporary = cluster.is_temporary();
@@ -298,6 +339,83 @@ fn restart(
     let pid = cluster.spawn(i)?;
     said.extend(view.apply(Update::Process(i, Process::Running { pid }), &since(start)));
     Ok(())
+}
+
+/// Does what the web view asked; the answer is what the page shows.
+async fn dev_action(
+    cluster: &mut LocalCluster,
+    view: &mut View,
+    stopping: &mut HashSet<usize>,
+    start: Instant,
+    said: &mut Vec<String>,
+    action: &str,
+    p: &ActionParams,
+) -> Result<String, (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    if action == "put" {
+        let mut last = bad("no member is running".into());
+        for m in cluster.members.iter().filter(|m| m.is_running()) {
+            match crate::ui::put(&m.client_addr, p.key.clone(), p.value.clone()).await {
+                Ok(done) => {
+                    said.extend(note(view, start, format!("you: {done}")));
+                    return Ok(done);
+                }
+                Err(e) => last = e,
+            }
+        }
+        return Err(last);
+    }
+    let i = if action == "kill_leader" {
+        leader_index(view).ok_or_else(|| bad("no leader to kill right now".into()))?
+    } else {
+        p.member
+            .and_then(|id| cluster.members.iter().position(|m| m.id == id))
+            .ok_or_else(|| bad(format!("no member {}", p.member.unwrap_or_default())))?
+    };
+    let name = cluster.members[i].name.clone();
+    let done = match action {
+        "kill" | "kill_leader" => {
+            if !cluster.signal(i, libc::SIGKILL) {
+                return Err(bad(format!("{name} is not running")));
+            }
+            stopping.insert(i);
+            if action == "kill_leader" {
+                format!("killed (SIGKILL) the leader, {name}")
+            } else {
+                format!("killed (SIGKILL) {name}")
+            }
+        }
+        "restart" => {
+            if cluster.members[i].is_running() {
+                stopping.insert(i);
+                cluster.signal(i, libc::SIGCONT);
+                cluster.signal(i, libc::SIGKILL);
+                cluster.wait_exit(i, Duration::from_secs(2)).await;
+            }
+            restart(cluster, view, stopping, i, start, said)
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.message))?;
+            format!("started {name} again")
+        }
+        "pause" | "resume" => {
+            let (sig, what) = match action {
+                "pause" => (libc::SIGSTOP, "paused (SIGSTOP)"),
+                _ => (libc::SIGCONT, "resumed (SIGCONT)"),
+            };
+            if !cluster.signal(i, sig) {
+                return Err(bad(format!("{name} is not running")));
+            }
+            format!("{what} {name}")
+        }
+        "cut_off" | "heal" => {
+            let addr = cluster.members[i].http_addr.clone();
+            dev_ui::post_to_member(&addr, &format!("/ui/actions/{action}"))
+                .await
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
+        }
+        other => return Err((StatusCode::NOT_FOUND, format!("no action {other:?}"))),
+    };
+    said.extend(note(view, start, format!("you {done}")));
+    Ok(done)
 }
 
 /// SIGTERM to every member, SIGKILL after the grace period or a second Ctrl-C.

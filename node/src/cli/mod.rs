@@ -13,6 +13,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod dev;
+pub mod dev_ui;
 pub mod encoding;
 pub mod error;
 pub mod failover;

@@ -210,6 +210,19 @@ impl RawNode {
         self.raft.leader_id
     }
 
+    /// The election timer: ticks since its last reset, and the randomized
+    /// timeout (in ticks) it fires at. Cheaper than [`RawNode::status`].
+    pub fn election_timer(&self) -> (u32, u32) {
+        (
+            self.raft.election_elapsed,
+            self.raft.randomized_election_timeout,
+        )
+    }
+
+    pub fn voted_for(&self) -> NodeId {
+        self.raft.voted_for
+    }
+
     pub fn commit_index(&self) -> Index {
         self.raft.log.committed
     }

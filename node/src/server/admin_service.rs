@@ -21,6 +21,8 @@ pub struct AdminService {
     pub events: mpsc::UnboundedSender<Event>,
     pub status: watch::Receiver<pb::StatusResponse>,
     pub forwarder: Forwarder,
+    /// Protocol events of the event loop, for WatchEvents.
+    pub ui_events: tokio::sync::broadcast::Sender<pb::RaftEvent>,
 }
 
 /// What to do after the local attempt.
@@ -115,6 +117,20 @@ impl Admin for AdminService {
     }
 
     type WatchStatusStream = StatusStream;
+
+    type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<pb::RaftEvent, Status>> + Send>>;
+
+    async fn watch_events(
+        &self,
+        _: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        use tokio_stream::StreamExt as _;
+        // A watcher that falls behind loses the oldest events, never slows
+        // the event loop.
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.ui_events.subscribe())
+            .filter_map(|r| r.ok().map(Ok));
+        Ok(Response::new(Box::pin(events)))
+    }
 
     async fn watch_status(
         &self,

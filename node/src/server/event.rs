@@ -48,4 +48,7 @@ pub enum Event {
     Client(super::client::ClientRequest),
     /// SIGTERM: hand leadership over, then stop.
     Shutdown,
+    /// Cut this member off from its peers (true) or heal it (false): peer
+    /// traffic is dropped both ways. Only reachable with `--ui-actions`.
+    Isolate(bool),
 }

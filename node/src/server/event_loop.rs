@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::client::{ClientError, ClientRequest, ReadQuery, ReadResult, Reply, WriteResult};
 use super::event::{Event, PeerAnswer};
 use super::status::StatusBoard;
+use super::ui_events::{Cause, Recorder};
 use crate::config::NodeConfig;
 use crate::disk::Disk;
 use crate::kv::{self, ApplyResult};
@@ -61,7 +62,8 @@ pub struct EventLoop {
     next_read_ctx: u64,
     pending_transfer: Option<PendingTransfer>,
     /// Answers to peers, held until what they promise is on disk.
-    peer_answers: Vec<(Option<raft::Message>, oneshot::Sender<PeerAnswer>)>,
+    /// (answer, whether it answers a heartbeat, reply).
+    peer_answers: Vec<(Option<raft::Message>, bool, oneshot::Sender<PeerAnswer>)>,
     /// A snapshot of our own being written in the background, and who waits
     /// for it.
     snapshot_in_progress: Option<raft::SnapshotMeta>,
@@ -79,6 +81,8 @@ pub struct EventLoop {
     shutdown_at: Option<Instant>,
     /// Whether this member led when the shutdown began.
     led_at_shutdown: bool,
+    /// Protocol events for the web view; also whether this member is cut off.
+    ui: Recorder,
 }
 
 /// What `EventLoop::new` needs besides the configuration.
@@ -92,11 +96,14 @@ pub struct Parts {
     pub incarnations: super::incarnations::Incarnations,
     pub status: watch::Sender<kuberaft_proto::admin::StatusResponse>,
     pub metrics: Metrics,
+    /// Protocol events for the web view.
+    pub ui_events: tokio::sync::broadcast::Sender<kuberaft_proto::admin::RaftEvent>,
 }
 
 impl EventLoop {
     pub fn new(cfg: NodeConfig, parts: Parts) -> EventLoop {
         let status = StatusBoard::new(&cfg, parts.status, parts.metrics.clone());
+        let ui = Recorder::new(parts.ui_events, cfg.id, cfg.name.clone(), cfg.tick_ms);
         let mut el = EventLoop {
             node: parts.node,
             disk: parts.disk,
@@ -122,6 +129,7 @@ impl EventLoop {
             synced_membership: Membership::default(),
             shutdown_at: None,
             led_at_shutdown: false,
+            ui,
         };
         el.sync_transport();
         el
@@ -208,6 +216,40 @@ impl EventLoop {
     // --------------------------------------------------------------- events
 
     fn handle(&mut self, ev: Event) -> Result<(), String> {
+        if !self.ui.active() {
+            self.ui.idle();
+            return self.handle_event(ev);
+        }
+        let cause = match &ev {
+            Event::Tick => Cause::Tick,
+            Event::PeerRequest { msg, .. }
+            | Event::PeerMessage(msg)
+            | Event::SnapshotReceived { msg, .. } => Cause::of_message(msg),
+            _ => Cause::Other,
+        };
+        self.handle_event(ev)?;
+        self.ui.after_input(&self.node, cause);
+        Ok(())
+    }
+
+    fn handle_event(&mut self, ev: Event) -> Result<(), String> {
+        if self.ui.isolated {
+            // Cut off (raftctl dev): peer traffic is lost both ways.
+            match ev {
+                Event::PeerRequest { reply, .. } | Event::SnapshotReceived { reply, .. } => {
+                    let _ = reply.send(Err(tonic::Status::unavailable(
+                        "this member is cut off from its peers (raftctl dev)",
+                    )));
+                    return Ok(());
+                }
+                Event::PeerMessage(_) => return Ok(()),
+                ev => return self.handle_connected(ev),
+            }
+        }
+        self.handle_connected(ev)
+    }
+
+    fn handle_connected(&mut self, ev: Event) -> Result<(), String> {
         match ev {
             Event::Tick => {
                 self.tick_pending
@@ -246,13 +288,26 @@ impl EventLoop {
             Event::Fenced(why) => return Err(why),
             Event::Client(req) => self.handle_client(req),
             Event::Shutdown => self.begin_shutdown(),
+            Event::Isolate(on) => {
+                if on != self.ui.isolated {
+                    tracing::warn!(
+                        member = self.cfg.id,
+                        isolated = on,
+                        "cut off from the peers (on request of the web view)"
+                    );
+                    self.ui.isolation(&self.node, on);
+                    self.ui.isolated = on;
+                }
+            }
         }
         Ok(())
     }
 
     fn step_request(&mut self, msg: raft::Message, reply: oneshot::Sender<PeerAnswer>) {
+        let heartbeat =
+            matches!(&msg.body, MessageBody::AppendEntries { entries, .. } if entries.is_empty());
         match self.node.step_request(msg) {
-            Ok(answer) => self.peer_answers.push((answer, reply)),
+            Ok(answer) => self.peer_answers.push((answer, heartbeat, reply)),
             Err(e) => {
                 log_step_error(self.cfg.id, &e);
                 let _ = reply.send(Err(tonic::Status::failed_precondition(e.to_string())));
@@ -597,12 +652,21 @@ impl EventLoop {
                 self.persist(&rd)?;
             }
             // What the answers promise is durable now.
-            let term = self.node.term();
-            for (answer, reply) in self.peer_answers.drain(..) {
-                let _ = reply.send(Ok((answer, term)));
-            }
+            self.answer_peers();
             self.send(std::mem::take(&mut rd.messages));
             let (unwritten, applying) = self.apply(&rd.committed_entries)?;
+            if self.ui.active() {
+                self.ui.appended(&self.node, &rd.entries);
+                self.ui.committed(&self.node);
+                if !rd.committed_entries.is_empty() {
+                    self.ui
+                        .applied(&self.node, self.disk.state_machine.applied_index());
+                }
+                if let Some(meta) = &rd.snapshot {
+                    self.ui
+                        .snapshot_installed(&self.node, meta.last_included_index);
+                }
+            }
             for rs in std::mem::take(&mut rd.read_states) {
                 if let Some(read) = self.pending_reads.remove(&rs.ctx) {
                     self.confirmed_reads.push((rs.index, read));
@@ -629,14 +693,27 @@ impl EventLoop {
             self.node.advance();
             self.sync_transport();
         }
-        let term = self.node.term();
-        for (answer, reply) in self.peer_answers.drain(..) {
-            let _ = reply.send(Ok((answer, term)));
-        }
+        self.answer_peers();
         self.maybe_snapshot();
+        if self.ui.active() {
+            self.ui
+                .status(&self.node, self.disk.state_machine.applied_index(), false);
+        }
         self.status
             .publish(&self.node, self.disk.state_machine.applied_index(), false);
         Ok(())
+    }
+
+    /// Releases the answers to peers' requests: what they promise is durable.
+    fn answer_peers(&mut self) {
+        let term = self.node.term();
+        let watched = self.ui.active();
+        for (answer, heartbeat, reply) in self.peer_answers.drain(..) {
+            if watched && let Some(a) = &answer {
+                self.ui.sent(&self.node, a, heartbeat);
+            }
+            let _ = reply.send(Ok((answer, term)));
+        }
     }
 
     fn persist(&mut self, rd: &Ready) -> Result<(), String> {
@@ -672,7 +749,18 @@ impl EventLoop {
     }
 
     fn send(&mut self, messages: Vec<raft::Message>) {
+        let watched = self.ui.active();
         for m in messages {
+            if self.ui.isolated {
+                // Cut off: the message is lost on the way.
+                if let MessageBody::InstallSnapshot { .. } = &m.body {
+                    self.node.report_snapshot(m.to, false);
+                }
+                continue;
+            }
+            if watched {
+                self.ui.sent(&self.node, &m, false);
+            }
             if let MessageBody::InstallSnapshot { snapshot } = &m.body {
                 let to = m.to;
                 let sent = match self.snapshot_file_for(snapshot) {

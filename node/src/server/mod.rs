@@ -11,3 +11,4 @@ pub mod incarnations;
 pub mod kv_service;
 pub mod run;
 pub mod status;
+pub mod ui_events;

@@ -64,6 +64,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         events_tx.clone(),
     );
     let (status_tx, status_rx) = watch::channel(adminpb::StatusResponse::default());
+    let (ui_events, _) = tokio::sync::broadcast::channel(super::ui_events::CHANNEL_CAPACITY);
     let transport = Transport::new(PeerContext {
         cluster: cfg.cluster.clone(),
         me: cfg.id,
@@ -85,6 +86,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             incarnations: incarnations.clone(),
             status: status_tx,
             metrics: metrics.clone(),
+            ui_events: ui_events.clone(),
         },
     );
     // The core's clock. At most one tick waits in the queue: while the
@@ -184,6 +186,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         events: events_tx.clone(),
         status: status_rx.clone(),
         forwarder,
+        ui_events: ui_events.clone(),
     };
     let mut stop = stop_rx.clone();
     let client_server = tokio::spawn(
@@ -203,7 +206,16 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     );
     let http = tokio::spawn(super::http::serve(
         http_listener,
-        super::http::router(metrics.clone(), status_rx.clone()),
+        super::http::router(metrics.clone(), status_rx.clone()).merge(crate::ui::node_router(
+            crate::ui::NodeUi {
+                member_id: cfg.id,
+                actions: cfg.ui_actions,
+                events: ui_events,
+                status: status_rx.clone(),
+                loop_events: events_tx.clone(),
+                client_addr: crate::ui::local_addr(cfg.client_listen),
+            },
+        )),
         stop_rx.clone(),
     ));
     tracing::info!(

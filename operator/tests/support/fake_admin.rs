@@ -283,6 +283,16 @@ impl Admin for FakeMember {
 
     type WatchStatusStream = StatusStream;
 
+    type WatchEventsStream =
+        Pin<Box<dyn Stream<Item = Result<kuberaft_proto::admin::RaftEvent, Status>> + Send>>;
+
+    async fn watch_events(
+        &self,
+        _: Request<kuberaft_proto::admin::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        Err(Status::unimplemented("the fake member publishes no events"))
+    }
+
     async fn watch_status(
         &self,
         request: Request<WatchStatusRequest>,
