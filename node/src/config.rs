@@ -98,6 +98,9 @@ pub struct NodeArgs {
     /// Log format.
     #[arg(long, env = "KUBERAFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -129,6 +132,7 @@ pub struct NodeConfig {
     /// Bytes per second; 0 is unlimited.
     pub snapshot_send_rate: u64,
     pub log_format: LogFormat,
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl NodeArgs {
@@ -199,6 +203,7 @@ impl NodeArgs {
             snapshot_threshold_bytes: self.snapshot_threshold_bytes.max(1),
             snapshot_send_rate: self.snapshot_send_rate,
             log_format: self.log_format,
+            tls: self.tls.validate()?,
         })
     }
 }

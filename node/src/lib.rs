@@ -17,5 +17,6 @@ pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 pub mod wire;
