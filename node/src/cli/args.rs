@@ -45,6 +45,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KUBERAFT_COMMAND_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub command_timeout: Duration,
 
+    /// Use TLS and trust this CA (PEM) for the members' certificates; implied
+    /// by https:// endpoints, which need it.
+    #[arg(long, global = true, env = "KUBERAFT_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) to present, for members started with
+    /// --client-cert-auth; needs --key.
+    #[arg(long, global = true, env = "KUBERAFT_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "KUBERAFT_KEY")]
+    pub key: Option<std::path::PathBuf>,
+
     /// Output format: a table for people, JSON for scripts.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

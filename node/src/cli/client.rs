@@ -4,6 +4,7 @@
 //! sent is not retried elsewhere: its outcome is unknown.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,7 +12,9 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::error::{self, CliError, Effect, Failure};
-use crate::transport::channel::lazy_channel_with_connect_timeout;
+use super::args::GlobalArgs;
+use crate::tls::ClientTls;
+use crate::transport::channel::lazy_channel_with;
 
 /// One member's client address and a lazily connected channel to it.
 #[derive(Clone, Debug)]
@@ -48,10 +51,57 @@ impl CallError {
     }
 }
 
-/// Checks that an endpoint is `host:port` (an `http://` prefix is tolerated).
+/// How this raftctl process dials members: one setting for all of them,
+/// from `--cacert`, `--cert` and `--key` (set once, at start).
+static TLS: OnceLock<Option<ClientTls>> = OnceLock::new();
+
+/// Reads `--cacert`, `--cert` and `--key`; https:// endpoints need
+/// `--cacert`, and TLS flags never go with http:// endpoints.
+pub fn configure_tls(g: &GlobalArgs) -> Result<(), CliError> {
+    let https = g.endpoints.iter().any(|e| e.trim().starts_with("https://"));
+    let http = g.endpoints.iter().any(|e| e.trim().starts_with("http://"));
+    let tls = match (&g.cacert, &g.cert, &g.key) {
+        (None, None, None) if https => {
+            return Err(CliError::usage(
+                "https:// endpoints need --cacert, the CA that signed the members' certificates",
+            ));
+        }
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(CliError::usage(
+                "--cert and --key need --cacert too, the CA that signed the members' certificates",
+            ));
+        }
+        (Some(_), Some(_), None) | (Some(_), None, Some(_)) => {
+            return Err(CliError::usage("--cert and --key go together"));
+        }
+        (Some(_), _, _) if http => {
+            return Err(CliError::usage(
+                "--cacert means TLS, but an endpoint says http://; use https:// (or no scheme)",
+            ));
+        }
+        (Some(ca), cert, key) => {
+            let pair = cert.clone().zip(key.clone());
+            Some(ClientTls::from_files(ca, pair).map_err(CliError::usage)?)
+        }
+    };
+    let _ = TLS.set(tls);
+    Ok(())
+}
+
+fn tls() -> Option<ClientTls> {
+    TLS.get().cloned().flatten()
+}
+
+/// Checks that an endpoint is `host:port` (an `http://` or `https://`
+/// prefix is tolerated; TLS is decided by `--cacert`).
 pub fn parse_endpoint(s: &str) -> Result<String, CliError> {
     let s = s.trim();
-    let s = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    let s = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .unwrap_or(s)
+        .trim_end_matches('/');
     let bad = || {
         CliError::usage(format!(
             "--endpoints: {s:?} is not host:port (e.g. 127.0.0.1:7001)"
@@ -66,7 +116,7 @@ pub fn parse_endpoint(s: &str) -> Result<String, CliError> {
 
 /// A channel to one member.
 pub fn channel(addr: &str, dial_timeout: Duration) -> Result<Channel, CliError> {
-    lazy_channel_with_connect_timeout(addr, dial_timeout)
+    lazy_channel_with(addr, dial_timeout, tls())
         .map_err(|e| CliError::usage(format!("--endpoints: {e}")))
 }
 
