@@ -11,4 +11,5 @@ pub mod linearizability;
 pub mod prometheus;
 pub mod script;
 pub mod sim;
+pub mod tls;
 pub mod workload;

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use super::error::{self, CliError, Effect, Failure};
 use super::args::GlobalArgs;
+use super::error::{self, CliError, Effect, Failure};
 use crate::tls::ClientTls;
 use crate::transport::channel::lazy_channel_with;
 
