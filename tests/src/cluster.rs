@@ -20,8 +20,20 @@ pub fn node_binary() -> PathBuf {
     BIN.get_or_init(|| build_binary("kuberaft-node")).clone()
 }
 
-/// Builds a binary of the workspace with the test's own profile.
+/// Builds a binary of the workspace with the test's own profile. With
+/// `KUBERAFT_TEST_BIN_DIR` set, takes the binary from that directory instead
+/// (for a target dir shared by several checkouts, where another build may
+/// replace `target/<profile>/<name>` while tests run).
 pub fn build_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("KUBERAFT_TEST_BIN_DIR") {
+        let bin = PathBuf::from(dir).join(name);
+        assert!(
+            bin.exists(),
+            "KUBERAFT_TEST_BIN_DIR has no {}",
+            bin.display()
+        );
+        return bin;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
     let profile_dir = exe

@@ -384,13 +384,13 @@ async fn rotating_certificates_while_writing_loses_nothing() {
         wait_for_log(
             &mut c,
             id,
-            "reloaded peer port certificate",
+            "reloaded peer certificate",
             Duration::from_secs(5),
         );
         wait_for_log(
             &mut c,
             id,
-            "reloaded client port certificate",
+            "reloaded client certificate",
             Duration::from_secs(5),
         );
     }

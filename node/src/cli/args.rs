@@ -52,11 +52,11 @@ pub struct GlobalArgs {
 
     /// Client certificate (PEM) to present, for members started with
     /// --client-cert-auth; needs --key.
-    #[arg(long, global = true, env = "KUBERAFT_CERT")]
+    #[arg(long = "cert", id = "tls_cert", global = true, env = "KUBERAFT_CERT")]
     pub cert: Option<std::path::PathBuf>,
 
     /// Private key (PEM) of --cert.
-    #[arg(long, global = true, env = "KUBERAFT_KEY")]
+    #[arg(long = "key", id = "tls_key", global = true, env = "KUBERAFT_KEY")]
     pub key: Option<std::path::PathBuf>,
 
     /// Output format: a table for people, JSON for scripts.

@@ -54,6 +54,8 @@ impl CallError {
 /// How this raftctl process dials members: one setting for all of them,
 /// from `--cacert`, `--cert` and `--key` (set once, at start).
 static TLS: OnceLock<Option<ClientTls>> = OnceLock::new();
+/// Whether TLS is on without a client certificate (`--cert`/`--key`).
+static TLS_WITHOUT_CERT: OnceLock<bool> = OnceLock::new();
 
 /// Reads `--cacert`, `--cert` and `--key`; https:// endpoints need
 /// `--cacert`, and TLS flags never go with http:// endpoints.
@@ -82,11 +84,25 @@ pub fn configure_tls(g: &GlobalArgs) -> Result<(), CliError> {
         }
         (Some(ca), cert, key) => {
             let pair = cert.clone().zip(key.clone());
+            let _ = TLS_WITHOUT_CERT.set(pair.is_none());
             Some(ClientTls::from_files(ca, pair).map_err(CliError::usage)?)
         }
     };
     let _ = TLS.set(tls);
     Ok(())
+}
+
+/// With TLS 1.3 a server refuses a missing client certificate only after
+/// the handshake, by closing the connection; say what is likely missing.
+fn hint(why: String) -> String {
+    let closed = why.contains("closed") || why.contains("reset");
+    if closed && TLS_WITHOUT_CERT.get().copied().unwrap_or(false) {
+        format!(
+            "{why}; the member may require a client certificate (started with --client-cert-auth): give --cert and --key"
+        )
+    } else {
+        why
+    }
 }
 
 fn tls() -> Option<ClientTls> {
@@ -195,10 +211,12 @@ impl Client {
                         status,
                     });
                 }
-                Failure::Unreachable(why) => unreachable.push((ep.addr.clone(), why)),
+                Failure::Unreachable(why) => unreachable.push((ep.addr.clone(), hint(why))),
                 Failure::Lost(why) => match effect {
-                    Effect::Read => unreachable.push((ep.addr.clone(), why)),
-                    Effect::Write => return Err(CallError::Failed(error::lost(&ep.addr, &why))),
+                    Effect::Read => unreachable.push((ep.addr.clone(), hint(why))),
+                    Effect::Write => {
+                        return Err(CallError::Failed(error::lost(&ep.addr, &hint(why))));
+                    }
                 },
             }
         }

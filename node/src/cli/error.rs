@@ -97,6 +97,7 @@ pub fn classify(status: &Status) -> Failure {
         innermost = e.to_string();
         cause = e.source();
     }
+    let tls_why = tls_why.or_else(|| crate::tls::explain::alert_text(&innermost));
     let innermost = tls_why.unwrap_or_else(|| tidy(&innermost));
     if connect {
         Failure::Unreachable(innermost)

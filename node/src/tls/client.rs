@@ -82,7 +82,7 @@ impl ClientTls {
             let leaf = ck.cert.first().and_then(CertSummary::of);
             let roots = pem::roots(&c[2], &ca, flags.ca)?;
             let description = super::server::describe(
-                &format!("{port} client"),
+                &format!("{port} dialling"),
                 &files.cert,
                 leaf.as_ref(),
                 false,

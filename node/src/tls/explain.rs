@@ -96,3 +96,19 @@ pub fn alert(a: AlertDescription) -> String {
         other => format!("alert {other:?}"),
     }
 }
+
+/// The same for an alert that reached us only as text (HTTP/2 passes
+/// connection errors on to each stream as a message, without their type).
+pub fn alert_text(message: &str) -> Option<String> {
+    let (_, name) = message.split_once("fatal alert: ")?;
+    let name = name.split_whitespace().next().unwrap_or_default();
+    let a = match name {
+        "UnknownCA" => AlertDescription::UnknownCA,
+        "BadCertificate" => AlertDescription::BadCertificate,
+        "CertificateExpired" => AlertDescription::CertificateExpired,
+        "CertificateRequired" => AlertDescription::CertificateRequired,
+        "DecryptError" => AlertDescription::DecryptError,
+        _ => return None,
+    };
+    Some(format!("the server refused us: {}", alert(a)))
+}
