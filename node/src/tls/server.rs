@@ -32,13 +32,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// this often (a misconfigured peer retries every second).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(30);
 
+/// When each (address, reason) refusal was last logged at warn level.
+type Refusals = HashMap<(Option<IpAddr>, String), Instant>;
+
 /// The TLS configuration of one port (`peer` or `client`), reloaded from its
 /// files.
 #[derive(Clone)]
 pub struct ServerTls {
     port: &'static str,
     config: Reloading<ServerConfig>,
-    refusals: Arc<Mutex<HashMap<(Option<IpAddr>, String), Instant>>>,
+    refusals: Arc<Mutex<Refusals>>,
 }
 
 impl ServerTls {
