@@ -371,6 +371,22 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_do_not_clash_with_a_key_argument() {
+        let cli = parse(&[
+            "get", "k", "--cacert", "ca.crt", "--cert", "c.crt", "--key", "c.key",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.global.key.as_deref(),
+            Some(std::path::Path::new("c.key"))
+        );
+        assert_eq!(
+            cli.global.cacert.as_deref(),
+            Some(std::path::Path::new("ca.crt"))
+        );
+    }
+
+    #[test]
     fn endpoints_are_a_comma_list_and_flags_go_anywhere() {
         let cli = parse(&["get", "k", "--endpoints", "a:1,b:2", "--json"]).unwrap();
         assert_eq!(cli.global.endpoints, vec!["a:1", "b:2"]);

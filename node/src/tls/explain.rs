@@ -112,3 +112,17 @@ pub fn alert_text(message: &str) -> Option<String> {
     };
     Some(format!("the server refused us: {}", alert(a)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_that_arrive_as_text_are_explained() {
+        let e = alert_text("received fatal alert: CertificateRequired").unwrap();
+        assert!(e.contains("--cert and --key"), "{e}");
+        let e = alert_text("io error: received fatal alert: UnknownCA").unwrap();
+        assert!(e.contains("another cluster or CA"), "{e}");
+        assert_eq!(alert_text("connection reset"), None);
+    }
+}
