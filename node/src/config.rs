@@ -104,6 +104,8 @@ pub struct NodeArgs {
     /// leadership, cut this member off from its peers. Read-only without it.
     #[arg(long, env = "KUBERAFT_UI_ACTIONS")]
     pub ui_actions: bool,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -137,6 +139,7 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// `--ui-actions`.
     pub ui_actions: bool,
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl NodeArgs {
@@ -208,6 +211,7 @@ impl NodeArgs {
             snapshot_send_rate: self.snapshot_send_rate,
             log_format: self.log_format,
             ui_actions: self.ui_actions,
+            tls: self.tls.validate()?,
         })
     }
 }

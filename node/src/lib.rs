@@ -17,6 +17,7 @@ pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 pub mod ui;
 pub mod wire;

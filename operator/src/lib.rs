@@ -5,6 +5,7 @@
 //! [`scaling`] picks the next membership step, [`status`] computes the status) → apply (server-side
 //! apply under one field manager) → report (status, leader label, events).
 
+pub mod certs;
 pub mod controller;
 pub mod crd;
 pub mod error;

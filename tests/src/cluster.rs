@@ -20,8 +20,20 @@ pub fn node_binary() -> PathBuf {
     BIN.get_or_init(|| build_binary("kuberaft-node")).clone()
 }
 
-/// Builds a binary of the workspace with the test's own profile.
+/// Builds a binary of the workspace with the test's own profile. With
+/// `KUBERAFT_TEST_BIN_DIR` set, takes the binary from that directory instead
+/// (for a target dir shared by several checkouts, where another build may
+/// replace `target/<profile>/<name>` while tests run).
 pub fn build_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("KUBERAFT_TEST_BIN_DIR") {
+        let bin = PathBuf::from(dir).join(name);
+        assert!(
+            bin.exists(),
+            "KUBERAFT_TEST_BIN_DIR has no {}",
+            bin.display()
+        );
+        return bin;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
     let profile_dir = exe
@@ -102,17 +114,24 @@ impl Cluster {
     /// Starts `n` members named like the pods of StatefulSet `name`
     /// (`<name>-0`, …; member id = ordinal + 1), in cluster `name`.
     pub fn start_named(name: &str, n: u64) -> Cluster {
-        Self::build(name, n, &[], |id| format!("{name}-{}", id - 1))
+        Self::build(name, n, |_| Vec::new(), |id| format!("{name}-{}", id - 1))
     }
 
     pub fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
-        Self::build("test", n, extra_args, |id| format!("node-{id}"))
+        let args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        Self::build("test", n, |_| args.clone(), |id| format!("node-{id}"))
+    }
+
+    /// Starts `n` members, each with its own extra flags (e.g. its own
+    /// certificate files).
+    pub fn start_with_each(n: u64, args_of: impl Fn(u64) -> Vec<String>) -> Cluster {
+        Self::build("test", n, args_of, |id| format!("node-{id}"))
     }
 
     fn build(
         cluster: &str,
         n: u64,
-        extra_args: &[&str],
+        args_of: impl Fn(u64) -> Vec<String>,
         name_of: impl Fn(u64) -> String,
     ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -126,7 +145,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("data-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                extra_args: args_of(id),
             })
             .collect();
         let initial_members = members

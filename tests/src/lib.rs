@@ -13,4 +13,5 @@ pub mod manifests;
 pub mod prometheus;
 pub mod script;
 pub mod sim;
+pub mod tls;
 pub mod workload;

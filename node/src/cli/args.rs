@@ -45,6 +45,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KUBERAFT_COMMAND_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub command_timeout: Duration,
 
+    /// Use TLS and trust this CA (PEM) for the members' certificates; implied
+    /// by https:// endpoints, which need it.
+    #[arg(long, global = true, env = "KUBERAFT_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) to present, for members started with
+    /// --client-cert-auth; needs --key.
+    #[arg(long = "cert", id = "tls_cert", global = true, env = "KUBERAFT_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long = "key", id = "tls_key", global = true, env = "KUBERAFT_KEY")]
+    pub key: Option<std::path::PathBuf>,
+
     /// Output format: a table for people, JSON for scripts.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -367,6 +381,22 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn tls_flags_do_not_clash_with_a_key_argument() {
+        let cli = parse(&[
+            "get", "k", "--cacert", "ca.crt", "--cert", "c.crt", "--key", "c.key",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.global.key.as_deref(),
+            Some(std::path::Path::new("c.key"))
+        );
+        assert_eq!(
+            cli.global.cacert.as_deref(),
+            Some(std::path::Path::new("ca.crt"))
+        );
     }
 
     #[test]

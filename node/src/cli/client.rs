@@ -4,14 +4,17 @@
 //! sent is not retried elsewhere: its outcome is unknown.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
+use super::args::GlobalArgs;
 use super::error::{self, CliError, Effect, Failure};
-use crate::transport::channel::lazy_channel_with_connect_timeout;
+use crate::tls::ClientTls;
+use crate::transport::channel::lazy_channel_with;
 
 /// One member's client address and a lazily connected channel to it.
 #[derive(Clone, Debug)]
@@ -48,10 +51,73 @@ impl CallError {
     }
 }
 
-/// Checks that an endpoint is `host:port` (an `http://` prefix is tolerated).
+/// How this raftctl process dials members: one setting for all of them,
+/// from `--cacert`, `--cert` and `--key` (set once, at start).
+static TLS: OnceLock<Option<ClientTls>> = OnceLock::new();
+/// Whether TLS is on without a client certificate (`--cert`/`--key`).
+static TLS_WITHOUT_CERT: OnceLock<bool> = OnceLock::new();
+
+/// Reads `--cacert`, `--cert` and `--key`; https:// endpoints need
+/// `--cacert`, and TLS flags never go with http:// endpoints.
+pub fn configure_tls(g: &GlobalArgs) -> Result<(), CliError> {
+    let https = g.endpoints.iter().any(|e| e.trim().starts_with("https://"));
+    let http = g.endpoints.iter().any(|e| e.trim().starts_with("http://"));
+    let tls = match (&g.cacert, &g.cert, &g.key) {
+        (None, None, None) if https => {
+            return Err(CliError::usage(
+                "https:// endpoints need --cacert, the CA that signed the members' certificates",
+            ));
+        }
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(CliError::usage(
+                "--cert and --key need --cacert too, the CA that signed the members' certificates",
+            ));
+        }
+        (Some(_), Some(_), None) | (Some(_), None, Some(_)) => {
+            return Err(CliError::usage("--cert and --key go together"));
+        }
+        (Some(_), _, _) if http => {
+            return Err(CliError::usage(
+                "--cacert means TLS, but an endpoint says http://; use https:// (or no scheme)",
+            ));
+        }
+        (Some(ca), cert, key) => {
+            let pair = cert.clone().zip(key.clone());
+            let _ = TLS_WITHOUT_CERT.set(pair.is_none());
+            Some(ClientTls::from_files(ca, pair).map_err(CliError::usage)?)
+        }
+    };
+    let _ = TLS.set(tls);
+    Ok(())
+}
+
+/// With TLS 1.3 a server refuses a missing client certificate only after
+/// the handshake, by closing the connection; say what is likely missing.
+fn hint(why: String) -> String {
+    let closed = why.contains("closed") || why.contains("reset");
+    if closed && TLS_WITHOUT_CERT.get().copied().unwrap_or(false) {
+        format!(
+            "{why}; the member may require a client certificate (started with --client-cert-auth): give --cert and --key"
+        )
+    } else {
+        why
+    }
+}
+
+fn tls() -> Option<ClientTls> {
+    TLS.get().cloned().flatten()
+}
+
+/// Checks that an endpoint is `host:port` (an `http://` or `https://`
+/// prefix is tolerated; TLS is decided by `--cacert`).
 pub fn parse_endpoint(s: &str) -> Result<String, CliError> {
     let s = s.trim();
-    let s = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    let s = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .unwrap_or(s)
+        .trim_end_matches('/');
     let bad = || {
         CliError::usage(format!(
             "--endpoints: {s:?} is not host:port (e.g. 127.0.0.1:7001)"
@@ -66,7 +132,7 @@ pub fn parse_endpoint(s: &str) -> Result<String, CliError> {
 
 /// A channel to one member.
 pub fn channel(addr: &str, dial_timeout: Duration) -> Result<Channel, CliError> {
-    lazy_channel_with_connect_timeout(addr, dial_timeout)
+    lazy_channel_with(addr, dial_timeout, tls())
         .map_err(|e| CliError::usage(format!("--endpoints: {e}")))
 }
 
@@ -145,10 +211,12 @@ impl Client {
                         status,
                     });
                 }
-                Failure::Unreachable(why) => unreachable.push((ep.addr.clone(), why)),
+                Failure::Unreachable(why) => unreachable.push((ep.addr.clone(), hint(why))),
                 Failure::Lost(why) => match effect {
-                    Effect::Read => unreachable.push((ep.addr.clone(), why)),
-                    Effect::Write => return Err(CallError::Failed(error::lost(&ep.addr, &why))),
+                    Effect::Read => unreachable.push((ep.addr.clone(), hint(why))),
+                    Effect::Write => {
+                        return Err(CallError::Failed(error::lost(&ep.addr, &hint(why))));
+                    }
                 },
             }
         }

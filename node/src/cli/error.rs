@@ -80,14 +80,25 @@ pub fn classify(status: &Status) -> Failure {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
     let mut innermost = source.to_string();
     let mut connect = false;
+    let mut tls_why = None;
     while let Some(e) = cause {
         if e.is::<tonic::ConnectError>() {
             connect = true;
         }
+        if tls_why.is_none() {
+            // A failed handshake explains itself; a certificate refused
+            // after the handshake shows up as an alert from the server.
+            if e.is::<crate::tls::client::TlsConnectError>() {
+                tls_why = Some(e.to_string());
+            } else if let Some(why) = crate::tls::explain::connect_error(e, "--cacert") {
+                tls_why = Some(why);
+            }
+        }
         innermost = e.to_string();
         cause = e.source();
     }
-    let innermost = tidy(&innermost);
+    let tls_why = tls_why.or_else(|| crate::tls::explain::alert_text(&innermost));
+    let innermost = tls_why.unwrap_or_else(|| tidy(&innermost));
     if connect {
         Failure::Unreachable(innermost)
     } else {
@@ -136,7 +147,7 @@ pub fn unavailable(msg: &str, endpoint: &str, context: Option<&str>) -> CliError
         Some(c) => format!("{c}; answered by {endpoint}"),
         None => format!("answered by {endpoint}"),
     };
-    let retry = if what.contains("retry") {
+    let retry = if what.contains("retry") || what.contains("requires TLS") {
         ""
     } else {
         "; retry in a moment"

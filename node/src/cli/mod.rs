@@ -79,6 +79,7 @@ pub fn main() -> ExitCode {
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let g = &cli.global;
+    client::configure_tls(g)?;
     let ctx = || -> Result<Ctx, CliError> {
         Ok(Ctx {
             client: Client::new(&g.endpoints, g.dial_timeout, g.command_timeout)?,

@@ -14,13 +14,16 @@ use tonic::{Request, Status};
 
 use super::client::WriteResult;
 use super::deadline::{Deadline, FORWARDED};
-use crate::transport::channel::lazy_channel;
+use crate::tls::ClientTls;
+use crate::transport::channel::{CONNECT_TIMEOUT, lazy_channel_with};
 use crate::transport::peer::MAX_MESSAGE_BYTES;
 
 /// Channels to leaders' client ports, kept while the leader stays the same.
 #[derive(Clone, Default)]
 pub struct Forwarder {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// TLS to the leader's client port, when the client port has TLS.
+    tls: Option<ClientTls>,
 }
 
 fn forwarded<T>(msg: T, deadline: Deadline) -> Request<T> {
@@ -32,6 +35,13 @@ fn forwarded<T>(msg: T, deadline: Deadline) -> Request<T> {
 }
 
 impl Forwarder {
+    pub fn new(tls: Option<ClientTls>) -> Forwarder {
+        Forwarder {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, Status> {
         let mut map = self
             .channels
@@ -40,7 +50,8 @@ impl Forwarder {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let c = lazy_channel(addr).map_err(Status::internal)?;
+        let c =
+            lazy_channel_with(addr, CONNECT_TIMEOUT, self.tls.clone()).map_err(Status::internal)?;
         // Few leaders come and go; forget old ones so the map stays small.
         if map.len() > 16 {
             map.clear();

@@ -22,6 +22,8 @@ use crate::disk::Disk;
 use crate::metrics::Metrics;
 use crate::raft::{self, RawNode, RestoredState};
 use crate::storage::{Boot, Identity};
+use crate::tls::MemberTls;
+use crate::tls::server::incoming;
 use crate::transport::Transport;
 use crate::transport::peer::{MAX_MESSAGE_BYTES, PeerContext};
 use crate::transport::service::PeerService;
@@ -39,6 +41,9 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         heartbeat_tick: cfg.heartbeat_tick,
         ..raft::Config::with_tick_ms(cfg.id, cfg.tick_ms, seed)
     };
+    // Certificates are checked before anything listens: a bad file ends the
+    // member with one line saying which file and what is wrong.
+    let tls = MemberTls::start(&cfg.tls)?;
     let node =
         RawNode::new(raft_cfg, restored).map_err(|e| format!("cannot start the Raft core: {e}"))?;
 
@@ -72,6 +77,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         metrics: metrics.clone(),
         snapshot_send_rate: cfg.snapshot_send_rate,
         incarnations: incarnations.clone(),
+        tls: tls.peer_client.clone(),
     });
     let snapshot_dir = disk.storage.snapshot_dir();
     let event_loop = EventLoop::new(
@@ -120,7 +126,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let forwarder = Forwarder::default();
+    let forwarder = Forwarder::new(tls.forward_client.clone());
     let peer_service = PeerService {
         cluster: cfg.cluster.clone(),
         me: cfg.id,
@@ -139,9 +145,12 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(incoming(peer_listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }),
+            .serve_with_incoming_shutdown(
+                incoming(peer_listener, tls.peer_server.clone()),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ),
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -200,9 +209,12 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             .add_service(AdminServer::new(admin_service))
             .add_service(health_service)
             .add_service(reflection)
-            .serve_with_incoming_shutdown(incoming(client_listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }),
+            .serve_with_incoming_shutdown(
+                incoming(client_listener, tls.client_server.clone()),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ),
     );
     let http = tokio::spawn(super::http::serve(
         http_listener,
@@ -225,6 +237,9 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         peer = %cfg.peer_listen,
         client = %cfg.client_listen,
         http = %cfg.http_listen,
+        peer_tls = cfg.tls.peer.is_some(),
+        client_tls = cfg.tls.client.is_some(),
+        client_cert_auth = cfg.tls.client_cert_auth,
         "member started"
     );
 
@@ -320,13 +335,4 @@ fn known_incarnations(
             .map_err(|e| e.to_string())?;
     }
     Ok(known)
-}
-
-/// Accepted connections with TCP_NODELAY (the builder's `tcp_nodelay` does
-/// not apply to a listener we bind ourselves): without it, an answer written
-/// in two segments waits for the client's delayed ACK, up to 40 ms.
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(30)))
 }

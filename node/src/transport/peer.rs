@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use super::channel::lazy_channel;
+use super::channel::{CONNECT_TIMEOUT, lazy_channel_with};
 use super::snapshot_sender;
 use crate::raft::{self, NodeId};
 use crate::server::event::Event;
@@ -46,6 +46,8 @@ pub struct PeerContext {
     /// Snapshot streaming limit in bytes per second; 0 is unlimited.
     pub snapshot_send_rate: u64,
     pub incarnations: crate::server::incarnations::Incarnations,
+    /// Mutual TLS to the other members' peer ports, when configured.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl PeerContext {
@@ -99,7 +101,7 @@ pub async fn run_peer(
     addr: String,
     mut rx: mpsc::Receiver<Outbound>,
 ) {
-    let channel = match lazy_channel(&addr) {
+    let channel = match lazy_channel_with(&addr, CONNECT_TIMEOUT, ctx.tls.clone()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(peer, %addr, error = %e, "cannot reach peer: bad address");
