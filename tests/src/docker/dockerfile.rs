@@ -9,6 +9,9 @@ pub struct Dockerfile {
     pub package: String,
     /// The binaries it builds (`--bin`), in order.
     pub binaries: Vec<String>,
+    /// Symbolic links it makes in `/out/bin` (`ln -s TARGET /out/bin/NAME`),
+    /// as (target, name).
+    pub links: Vec<(String, String)>,
     /// The runtime stage (with the global `ARG`s before it), its
     /// `COPY --from=builder /out/…` turned into `COPY out/…`.
     pub runtime_stage: String,
@@ -78,6 +81,21 @@ fn flag_values(command: &str, flags: &[&str]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The `ln -s TARGET /out/bin/NAME` commands of a RUN, as (TARGET, NAME).
+fn bin_links(run: &str) -> Vec<(String, String)> {
+    run.split("&&")
+        .filter_map(|command| {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            match words.as_slice() {
+                ["RUN", "ln", "-s", target, link] | ["ln", "-s", target, link] => link
+                    .strip_prefix("/out/bin/")
+                    .map(|name| (target.to_string(), name.to_string())),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// `COPY [--chown=…] --from=builder /out/a /out/b DEST` → `COPY [--chown=…] out/a out/b DEST`.
@@ -152,6 +170,11 @@ impl Dockerfile {
         if binaries.is_empty() {
             return Err("the builder's cargo build names no --bin".into());
         }
+        let links = builder
+            .iter()
+            .filter(|i| keyword(i) == "RUN")
+            .flat_map(|i| bin_links(i))
+            .collect();
         let mut runtime = global_args.to_vec();
         for i in stage("runtime")? {
             match keyword(i).as_str() {
@@ -172,6 +195,7 @@ impl Dockerfile {
         Ok(Dockerfile {
             package,
             binaries,
+            links,
             runtime_stage: runtime.join("\n") + "\n",
         })
     }
@@ -191,7 +215,8 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p kuberaft-node --bin kuberaft-node --bin=raftctl \
  && mkdir -p /out/bin /out/data \
- && cp target/release/kuberaft-node /out/bin/
+ && cp target/release/kuberaft-node /out/bin/ \
+ && ln -s kuberaft-node /out/bin/raftctl
 
 FROM ${BASE_IMAGE} AS runtime
 COPY --from=builder /out/bin/ /usr/local/bin/
@@ -206,6 +231,10 @@ ENTRYPOINT ["/usr/local/bin/kuberaft-node"]
         let d = Dockerfile::parse(SAMPLE).expect("parses");
         assert_eq!(d.package, "kuberaft-node");
         assert_eq!(d.binaries, vec!["kuberaft-node", "raftctl"]);
+        assert_eq!(
+            d.links,
+            vec![("kuberaft-node".to_string(), "raftctl".to_string())]
+        );
         assert_eq!(
             d.runtime_stage,
             "ARG BASE_IMAGE=gcr.io/distroless/cc-debian12:nonroot\n\

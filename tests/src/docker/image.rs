@@ -188,6 +188,10 @@ pub fn build(run: &Run, file: &str, what: &str) -> Image {
             .expect("run strip (binutils)");
         assert!(status.success(), "strip {} failed", src.display());
     }
+    for (target, name) in &dockerfile.links {
+        std::os::unix::fs::symlink(target, bin_dir.join(name))
+            .unwrap_or_else(|e| panic!("link out/bin/{name} -> {target}: {e}"));
+    }
     write(&context.join("Dockerfile"), &dockerfile.runtime_stage);
     let base = import_base(run, work.path(), &built);
 
