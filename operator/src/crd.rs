@@ -103,6 +103,39 @@ pub struct RaftClusterSpec {
     /// change is made while true; status is still reported.
     #[serde(default)]
     pub paused: bool,
+
+    /// TLS on the members' peer and client ports. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS between members (mutual) and for clients.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Turns TLS on for the peer and client ports.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// A Secret in the cluster's namespace with `ca.crt`, `tls.crt` and `tls.key` (for example
+    /// made by cert-manager); its certificate must name every member's DNS name
+    /// (`<name>-<i>.<name>-peers.<namespace>.svc.<domain>`) and serve as both server and client
+    /// certificate. When unset, the operator makes a cluster CA (`<name>-ca`) and the member
+    /// certificate (`<name>-tls`) itself and renews the certificate before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub secret_name: Option<String>,
+
+    /// Clients of the client port must present a certificate signed by the cluster's CA.
+    #[serde(default)]
+    pub client_cert_auth: bool,
+}
+
+impl RaftClusterSpec {
+    /// The TLS settings when TLS is on.
+    pub fn tls_enabled(&self) -> Option<&TlsSpec> {
+        self.tls.as_ref().filter(|t| t.enabled)
+    }
 }
 
 fn default_replicas() -> i32 {

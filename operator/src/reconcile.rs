@@ -217,7 +217,10 @@ async fn reconcile_cluster(
         .statefulset
         .as_ref()
         .map_or(bootstrap.replicas, |s| s.replicas);
-    ctx.watches.ensure(namespace, name, replicas);
+    let tls =
+        crate::tls::ensure(rc, &ctx.client, &ctx.config.cluster_domain, rc.spec.paused).await?;
+    ctx.watches
+        .ensure_with_tls(namespace, name, replicas, tls.clone());
     observed.members = ctx.watches.view(namespace, name);
     let raft = RaftView::from_members(&observed.members);
     let step = next_step(rc.spec.replicas, replicas, &raft, |ordinal| {
@@ -243,7 +246,9 @@ async fn reconcile_cluster(
                         ..StatefulSetState::default()
                     });
                 }
-                if let Err(e) = take_step(rc, ctx, namespace, name, &raft, &step).await {
+                if let Err(e) =
+                    take_step(rc, ctx, namespace, name, &raft, &step, tls.as_deref()).await
+                {
                     failure = Some(e);
                 }
             }
@@ -433,6 +438,7 @@ async fn take_step(
     name: &str,
     raft: &RaftView,
     step: &Step,
+    tls: Option<&crate::tls::MemberTls>,
 ) -> Result<()> {
     let member = |ordinal: i32| MemberRef {
         namespace: namespace.to_string(),
@@ -445,6 +451,7 @@ async fn take_step(
     let admin = MemberAdmin {
         locator: ctx.watches.locator(),
         cluster_domain: &ctx.config.cluster_domain,
+        tls,
     };
     let (reason, note) = match *step {
         Step::AddLearner(o) => {

@@ -152,6 +152,7 @@ async fn membership_calls_reach_the_member_they_are_sent_to() {
     let admin = MemberAdmin {
         locator: &locator,
         cluster_domain: "cluster.local",
+        tls: None,
     };
     let member = |ordinal| MemberRef {
         namespace: "default".to_string(),
