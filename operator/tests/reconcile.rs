@@ -719,6 +719,10 @@ async fn a_tls_cluster_gets_a_ca_and_a_member_certificate_then_keeps_them() {
         .await;
     api.list_pods(&[]).await;
     api.get_secret("mine", None).await;
+    // Reported in status; no object is applied with a Secret that does not exist.
+    let status = api.status(&byo).await;
+    assert!(status.to_string().contains("TlsSecretInvalid"), "{status}");
+    api.nothing_more().await;
     let error = task.await.expect("no panic").expect_err("no Secret");
     assert!(error.to_string().contains("mine"), "{error}");
     assert!(error.to_string().contains("secretName"), "{error}");
