@@ -67,6 +67,11 @@ pub const GROUP: &str = "kuberaft.io";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("(has(self.tls) && self.tls.enabled) == (has(oldSelf.tls) && oldSelf.tls.enabled)")
+        .message("spec.tls.enabled cannot change on an existing cluster: during the rolling restart members with and without TLS cannot talk to each other; create a new RaftCluster to switch")
+)]
 pub struct RaftClusterSpec {
     /// Number of Raft members (voters), 1 to 9. Odd numbers are recommended: an even number
     /// tolerates no more failures than the odd number below it.
@@ -434,6 +439,18 @@ mod tests {
             format!("{err:?}").contains("spec.raft.heartbeatIntervalMs"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn cel_keeps_tls_on_or_off_for_the_life_of_a_cluster() {
+        let off = json!({"replicas": 3});
+        let on = json!({"replicas": 3, "tls": {"enabled": true, "clientCertAuth": false}});
+        let err = RaftClusterSpec::validate_cel(&on, Some(&off)).expect_err("turning TLS on");
+        assert!(format!("{err:?}").contains("spec.tls.enabled"), "{err:?}");
+        RaftClusterSpec::validate_cel(&off, Some(&on)).expect_err("turning TLS off");
+        let other = json!({"replicas": 5, "tls": {"enabled": true, "clientCertAuth": true}});
+        RaftClusterSpec::validate_cel(&other, Some(&on)).expect("other changes are fine");
+        RaftClusterSpec::validate_cel(&on, None).expect("creation is fine");
     }
 
     #[test]
