@@ -393,6 +393,17 @@ async fn tls_cluster(client: Client) {
             .then_some(())
     })
     .await;
+    // Switching TLS off on a running cluster is refused, with the reason.
+    let err = api
+        .patch(
+            "secure",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tls": {"enabled": false}}})),
+        )
+        .await
+        .expect_err("turning TLS off is rejected");
+    assert!(err.to_string().contains("spec.tls.enabled"), "{err}");
+
     // Nothing was reissued: the same CA and certificate.
     assert_eq!(secrets.get("secure-ca").await.expect("CA").data, ca.data);
     assert_eq!(
