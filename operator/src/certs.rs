@@ -119,6 +119,31 @@ pub fn issue(
     })
 }
 
+/// The SANs of a cluster's member certificate: every possible pod's DNS name (up to the
+/// largest allowed cluster, so scaling needs no new certificate), with and without the
+/// cluster domain, the client and leader Services, and localhost.
+pub fn member_sans(cluster: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+    use crate::resources::{
+        MAX_REPLICAS, client_service_name, leader_service_name, peers_service_name, pod_name,
+    };
+    let peers = peers_service_name(cluster);
+    let mut sans = Vec::new();
+    for ordinal in 0..MAX_REPLICAS {
+        let pod = pod_name(cluster, ordinal);
+        sans.push(format!("{pod}.{peers}.{namespace}.svc.{cluster_domain}"));
+        sans.push(format!("{pod}.{peers}.{namespace}.svc"));
+    }
+    for service in [client_service_name(cluster), leader_service_name(cluster)] {
+        sans.push(format!("{service}.{namespace}.svc.{cluster_domain}"));
+        sans.push(format!("{service}.{namespace}.svc"));
+        sans.push(format!("{service}.{namespace}"));
+        sans.push(service);
+    }
+    sans.push("localhost".to_string());
+    sans.push("127.0.0.1".to_string());
+    sans
+}
+
 /// What a PEM certificate says about itself, for rotation decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertInfo {
@@ -217,6 +242,24 @@ mod tests {
             verifier
                 .verify_server_cert(&der, &[], &other, &[], now)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn member_sans_cover_every_possible_pod_and_the_services() {
+        let sans = member_sans("demo", "ns", "cluster.local");
+        assert!(sans.contains(&"demo-8.demo-peers.ns.svc.cluster.local".to_string()));
+        assert!(sans.contains(&"demo-0.demo-peers.ns.svc".to_string()));
+        assert!(sans.contains(&"demo-leader.ns.svc".to_string()));
+        assert!(sans.contains(&"demo".to_string()));
+        assert!(sans.contains(&"127.0.0.1".to_string()));
+        let v = Validity::starting_now(Duration::days(1));
+        let ca = new_ca("demo CA", v).unwrap();
+        assert_eq!(
+            inspect(&issue(&ca, "demo CA", &sans, v).unwrap().cert)
+                .unwrap()
+                .sans,
+            sans
         );
     }
 

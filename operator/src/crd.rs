@@ -67,6 +67,11 @@ pub const GROUP: &str = "kuberaft.io";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("(has(self.tls) && self.tls.enabled) == (has(oldSelf.tls) && oldSelf.tls.enabled)")
+        .message("spec.tls.enabled cannot change on an existing cluster: during the rolling restart members with and without TLS cannot talk to each other; create a new RaftCluster to switch")
+)]
 pub struct RaftClusterSpec {
     /// Number of Raft members (voters), 1 to 9. Odd numbers are recommended: an even number
     /// tolerates no more failures than the odd number below it.
@@ -103,6 +108,39 @@ pub struct RaftClusterSpec {
     /// change is made while true; status is still reported.
     #[serde(default)]
     pub paused: bool,
+
+    /// TLS on the members' peer and client ports. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS between members (mutual) and for clients.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Turns TLS on for the peer and client ports.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// A Secret in the cluster's namespace with `ca.crt`, `tls.crt` and `tls.key` (for example
+    /// made by cert-manager); its certificate must name every member's DNS name
+    /// (`<name>-<i>.<name>-peers.<namespace>.svc.<domain>`) and serve as both server and client
+    /// certificate. When unset, the operator makes a cluster CA (`<name>-ca`) and the member
+    /// certificate (`<name>-tls`) itself and renews the certificate before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub secret_name: Option<String>,
+
+    /// Clients of the client port must present a certificate signed by the cluster's CA.
+    #[serde(default)]
+    pub client_cert_auth: bool,
+}
+
+impl RaftClusterSpec {
+    /// The TLS settings when TLS is on.
+    pub fn tls_enabled(&self) -> Option<&TlsSpec> {
+        self.tls.as_ref().filter(|t| t.enabled)
+    }
 }
 
 fn default_replicas() -> i32 {
@@ -401,6 +439,18 @@ mod tests {
             format!("{err:?}").contains("spec.raft.heartbeatIntervalMs"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn cel_keeps_tls_on_or_off_for_the_life_of_a_cluster() {
+        let off = json!({"replicas": 3});
+        let on = json!({"replicas": 3, "tls": {"enabled": true, "clientCertAuth": false}});
+        let err = RaftClusterSpec::validate_cel(&on, Some(&off)).expect_err("turning TLS on");
+        assert!(format!("{err:?}").contains("spec.tls.enabled"), "{err:?}");
+        RaftClusterSpec::validate_cel(&off, Some(&on)).expect_err("turning TLS off");
+        let other = json!({"replicas": 5, "tls": {"enabled": true, "clientCertAuth": true}});
+        RaftClusterSpec::validate_cel(&other, Some(&on)).expect("other changes are fine");
+        RaftClusterSpec::validate_cel(&on, None).expect("creation is fine");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Error {
     #[error("invalid member endpoint {endpoint:?}: {message}")]
     InvalidEndpoint { endpoint: String, message: String },
 
+    #[error("TLS Secret {secret}: {message}")]
+    TlsSecret { secret: String, message: String },
+
     #[error("cannot serialize {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -69,6 +72,7 @@ impl Error {
             Error::MemberUnreachable { .. } => "MemberUnreachable",
             Error::MemberRequest { .. } => "MemberRequestFailed",
             Error::InvalidEndpoint { .. } => "InvalidEndpoint",
+            Error::TlsSecret { .. } => "TlsSecretInvalid",
             Error::Serialize { .. } | Error::Yaml(_) => "SerializationError",
             Error::Listen { .. } | Error::KubeConfig(_) | Error::LeaseLost(_) | Error::Fatal(_) => {
                 "OperatorError"

@@ -21,5 +21,6 @@ pub mod resources;
 pub mod scaling;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -217,7 +217,19 @@ async fn reconcile_cluster(
         .statefulset
         .as_ref()
         .map_or(bootstrap.replicas, |s| s.replicas);
-    ctx.watches.ensure(namespace, name, replicas);
+    // TLS Secrets first: the StatefulSet mounts them and the member client dials with them. A
+    // failure is reported in status and blocks every change (a StatefulSet mounting a missing
+    // Secret would leave its pods stuck); the member watches keep what they dial with.
+    let (tls, tls_failure) =
+        match crate::tls::ensure(rc, &ctx.client, &ctx.config.cluster_domain, rc.spec.paused).await
+        {
+            Ok(tls) => {
+                ctx.watches
+                    .ensure_with_tls(namespace, name, replicas, tls.clone());
+                (tls, None)
+            }
+            Err(e) => (None, Some(e)),
+        };
     observed.members = ctx.watches.view(namespace, name);
     let raft = RaftView::from_members(&observed.members);
     let step = next_step(rc.spec.replicas, replicas, &raft, |ordinal| {
@@ -227,8 +239,8 @@ async fn reconcile_cluster(
         tracing::info!(cluster = %name, ?step, "next step");
     }
 
-    let mut failure: Option<Error> = None;
-    if !rc.spec.paused {
+    let mut failure: Option<Error> = tls_failure;
+    if !rc.spec.paused && failure.is_none() {
         let target = match step {
             Step::SetReplicas(n) => n,
             _ => replicas,
@@ -243,7 +255,9 @@ async fn reconcile_cluster(
                         ..StatefulSetState::default()
                     });
                 }
-                if let Err(e) = take_step(rc, ctx, namespace, name, &raft, &step).await {
+                if let Err(e) =
+                    take_step(rc, ctx, namespace, name, &raft, &step, tls.as_deref()).await
+                {
                     failure = Some(e);
                 }
             }
@@ -433,6 +447,7 @@ async fn take_step(
     name: &str,
     raft: &RaftView,
     step: &Step,
+    tls: Option<&crate::tls::MemberTls>,
 ) -> Result<()> {
     let member = |ordinal: i32| MemberRef {
         namespace: namespace.to_string(),
@@ -445,6 +460,7 @@ async fn take_step(
     let admin = MemberAdmin {
         locator: ctx.watches.locator(),
         cluster_domain: &ctx.config.cluster_domain,
+        tls,
     };
     let (reason, note) = match *step {
         Step::AddLearner(o) => {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::crd::CustomResourceExt;
@@ -77,6 +77,10 @@ fn checks() -> Vec<(&'static str, Check)> {
         (
             "a reconcile applies objects and status; columns and scale work",
             |c| Box::pin(reconcile_against_the_server(c)),
+        ),
+        (
+            "a TLS cluster gets its CA and member certificate; members are watched over TLS",
+            |c| Box::pin(tls_cluster(c)),
         ),
         ("the controller shows a new leader in status quickly", |c| {
             Box::pin(leader_change_latency(c))
@@ -314,6 +318,97 @@ async fn reconcile_against_the_server(client: Client) {
     assert_eq!(
         scale.status.and_then(|s| s.selector).as_deref(),
         Some("app.kubernetes.io/instance=demo,app.kubernetes.io/name=kuberaft")
+    );
+}
+
+/// `spec.tls` against the server: the operator's Secrets are accepted (type kubernetes.io/tls),
+/// kept on the next reconcile, mounted by the StatefulSet, and what the operator dials the
+/// members with (members served with the Secret's files, client certificates required).
+async fn tls_cluster(client: Client) {
+    let api: Api<RaftCluster> = Api::namespaced(client.clone(), "default");
+    let fake = FakeCluster::new("secure", 3);
+    let ctx = context(client.clone(), &fake);
+    let rc = api
+        .create(
+            &PostParams::default(),
+            &cluster(
+                "secure",
+                json!({"replicas": 3, "tls": {"enabled": true, "clientCertAuth": true}}),
+            ),
+        )
+        .await
+        .expect("create secure");
+    reconcile(Arc::new(rc.clone()), ctx.clone())
+        .await
+        .expect("reconcile");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let ca = secrets.get("secure-ca").await.expect("the CA Secret");
+    let member = secrets.get("secure-tls").await.expect("the member Secret");
+    assert_eq!(member.owner_references()[0].kind, "RaftCluster");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let sts = sts.get("secure").await.expect("the StatefulSet exists");
+    let volumes = sts
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.volumes)
+        .unwrap_or_default();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("secure-tls")),
+        "{volumes:?}"
+    );
+
+    // Members serving the Secret's files: the operator reaches them over mutual TLS.
+    let data = member.data.clone().unwrap_or_default();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        let bytes = data
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} in secure-tls"));
+        std::fs::write(dir.path().join(key), &bytes.0).expect("write");
+    }
+    let files = kuberaft_node::tls::TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        ca: Some(dir.path().join("ca.crt")),
+    };
+    for ordinal in 0..3 {
+        fake.serve_member_tls(ordinal, files.clone()).await;
+    }
+    fake.elect(1);
+    // A fresh operator (the first one's watches dial the addresses the members had then).
+    let ctx = context(client.clone(), &fake);
+    let rc = api.get("secure").await.expect("secure");
+    reconcile(Arc::new(rc), ctx.clone())
+        .await
+        .expect("reconcile");
+    support::eventually(Duration::from_secs(5), "members observed over TLS", || {
+        (ctx.watches
+            .view("default", "secure")
+            .values()
+            .filter(|o| o.reachable)
+            .count()
+            == 3)
+            .then_some(())
+    })
+    .await;
+    // Switching TLS off on a running cluster is refused, with the reason.
+    let err = api
+        .patch(
+            "secure",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tls": {"enabled": false}}})),
+        )
+        .await
+        .expect_err("turning TLS off is rejected");
+    assert!(err.to_string().contains("spec.tls.enabled"), "{err}");
+
+    // Nothing was reissued: the same CA and certificate.
+    assert_eq!(secrets.get("secure-ca").await.expect("CA").data, ca.data);
+    assert_eq!(
+        secrets.get("secure-tls").await.expect("member").data,
+        member.data
     );
 }
 

@@ -7,11 +7,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kuberaft_operator::certs;
 use kuberaft_operator::health::Health;
 use kuberaft_operator::members::MemberRef;
 use kuberaft_operator::members::admin::MemberAdmin;
 use kuberaft_operator::members::watch::{MemberWatches, SILENCE_LIMIT};
 use kuberaft_operator::observe::RaftView;
+use kuberaft_operator::tls::MemberTls;
 use support::eventually;
 use support::fake_admin::FakeCluster;
 
@@ -152,6 +154,7 @@ async fn membership_calls_reach_the_member_they_are_sent_to() {
     let admin = MemberAdmin {
         locator: &locator,
         cluster_domain: "cluster.local",
+        tls: None,
     };
     let member = |ordinal| MemberRef {
         namespace: "default".to_string(),
@@ -194,4 +197,87 @@ async fn membership_calls_reach_the_member_they_are_sent_to() {
         .await
         .expect_err("no server");
     assert!(error.to_string().contains("unreachable"), "{error}");
+}
+
+/// A CA and a member certificate for `demo` in `dir`, as the operator would make them.
+fn tls_files(
+    dir: &std::path::Path,
+    ca_name: &str,
+) -> (kuberaft_node::tls::TlsFiles, Arc<MemberTls>) {
+    let v = certs::Validity::starting_now(time::Duration::days(1));
+    let ca = certs::new_ca(ca_name, v).expect("a CA");
+    let sans = certs::member_sans("demo", "default", "cluster.local");
+    let leaf = certs::issue(&ca, ca_name, &sans, v).expect("a member certificate");
+    let files = kuberaft_node::tls::TlsFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        ca: Some(dir.join("ca.crt")),
+    };
+    std::fs::write(&files.cert, &leaf.cert).expect("write");
+    std::fs::write(&files.key, &leaf.key).expect("write");
+    std::fs::write(dir.join("ca.crt"), &ca.cert).expect("write");
+    let tls = MemberTls::new("demo-tls", ca.cert, leaf.cert, leaf.key).expect("usable PEM");
+    (files, Arc::new(tls))
+}
+
+#[tokio::test]
+async fn members_with_tls_are_watched_and_called_over_mutual_tls_and_never_plaintext() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let (files, tls) = tls_files(dir.path(), "demo CA");
+    let fake = FakeCluster::new("demo", 3);
+    for ordinal in 0..3 {
+        fake.serve_member_tls(ordinal, files.clone()).await;
+    }
+    fake.elect(1);
+    let (w, _triggers) = watches(&fake);
+    w.ensure_with_tls("default", "demo", 3, Some(tls.clone()));
+    eventually(
+        Duration::from_secs(5),
+        "demo-0 leads, seen over TLS",
+        || (leader_and_term(&w) == (Some("demo-0".to_string()), 1)).then_some(()),
+    )
+    .await;
+
+    let locator = fake.locator();
+    let member = MemberRef {
+        namespace: "default".to_string(),
+        cluster: "demo".to_string(),
+        ordinal: 1,
+    };
+    let admin = MemberAdmin {
+        locator: &locator,
+        cluster_domain: "cluster.local",
+        tls: Some(&tls),
+    };
+    let status = admin.status(&member).await.expect("Status over TLS");
+    assert_eq!(status.leader_id, 1);
+
+    // Without TLS, or with a certificate of another CA: unreachable, with a reason.
+    let other = tempfile::tempdir().expect("a temporary folder");
+    let (_, foreign) = tls_files(other.path(), "another CA");
+    for (what, tls, says) in [
+        ("plaintext", None, "requires TLS"),
+        ("another CA", Some(&*foreign), "not signed by a trusted CA"),
+    ] {
+        let admin = MemberAdmin {
+            locator: &locator,
+            cluster_domain: "cluster.local",
+            tls,
+        };
+        let error = admin
+            .status(&member)
+            .await
+            .expect_err("no connection without the cluster's certificate");
+        assert!(error.to_string().contains(says), "{what}: {error}");
+    }
+    let (plain, _triggers) = watches(&fake);
+    plain.ensure("default", "demo", 3);
+    let (error, _) = eventually(Duration::from_secs(5), "plaintext watch refused", || {
+        plain
+            .view("default", "demo")
+            .get("demo-0")
+            .and_then(|o| o.error.clone())
+    })
+    .await;
+    assert!(error.contains("requires TLS"), "{error}");
 }

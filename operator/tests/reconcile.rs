@@ -635,3 +635,95 @@ async fn a_bad_image_shows_as_degraded_with_the_pod_and_the_reason() {
     assert!(message.contains("demo-0: ImagePullBackOff"), "{message}");
     assert_eq!(status["phase"], "Degraded");
 }
+
+/// The PEM text under `key` of a Secret as applied (base64 `data`).
+fn secret_text(secret: &Value, key: &str) -> String {
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret.clone()).expect("a Secret");
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(key).cloned())
+        .unwrap_or_else(|| panic!("no {key} in the Secret"));
+    String::from_utf8(bytes.0).expect("PEM text")
+}
+
+#[tokio::test]
+async fn a_tls_cluster_gets_a_ca_and_a_member_certificate_then_keeps_them() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    let ctx = context(client, &fake);
+    let mut rc = cluster(3);
+    rc.spec.tls = Some(kuberaft_operator::crd::TlsSpec {
+        enabled: true,
+        secret_name: None,
+        client_cert_auth: false,
+    });
+
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    api.list_pods(&[]).await;
+    api.get_secret("demo-tls", None).await;
+    api.get_secret("demo-ca", None).await;
+    let ca = api
+        .apply("/api/v1/namespaces/default/secrets/demo-ca")
+        .await;
+    let member = api
+        .apply("/api/v1/namespaces/default/secrets/demo-tls")
+        .await;
+    for secret in [&ca, &member] {
+        assert_eq!(
+            secret["metadata"]["ownerReferences"][0]["kind"],
+            "RaftCluster"
+        );
+        assert_eq!(secret["type"], "kubernetes.io/tls");
+    }
+    let ca_cert = secret_text(&ca, "tls.crt");
+    assert!(
+        kuberaft_operator::certs::inspect(&ca_cert)
+            .expect("a certificate")
+            .is_ca
+    );
+    assert_eq!(secret_text(&member, "ca.crt"), ca_cert);
+    let info =
+        kuberaft_operator::certs::inspect(&secret_text(&member, "tls.crt")).expect("a certificate");
+    assert!(!info.is_ca);
+    assert!(
+        info.sans
+            .contains(&"demo-8.demo-peers.default.svc.cluster.local".to_string()),
+        "{:?}",
+        info.sans
+    );
+    let owned = api.apply_all("demo").await;
+    let pod = &owned.statefulset["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "demo-tls");
+    api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+
+    // The Secrets exist and are current: read, not written again.
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&statefulset(&owned.statefulset, 0)))
+        .await;
+    api.list_pods(&[]).await;
+    api.get_secret("demo-tls", Some(&member)).await;
+    api.get_secret("demo-ca", Some(&ca)).await;
+    api.nothing_more().await;
+    task.await.expect("no panic").expect("reconciled");
+
+    // A user Secret that does not exist: a clear error, nothing made.
+    let mut byo = rc.clone();
+    if let Some(tls) = byo.spec.tls.as_mut() {
+        tls.secret_name = Some("mine".to_string());
+    }
+    let task = start(&byo, &ctx);
+    api.get_statefulset("demo", Some(&statefulset(&owned.statefulset, 0)))
+        .await;
+    api.list_pods(&[]).await;
+    api.get_secret("mine", None).await;
+    // Reported in status; no object is applied with a Secret that does not exist.
+    let status = api.status(&byo).await;
+    assert!(status.to_string().contains("TlsSecretInvalid"), "{status}");
+    api.nothing_more().await;
+    let error = task.await.expect("no panic").expect_err("no Secret");
+    assert!(error.to_string().contains("mine"), "{error}");
+    assert!(error.to_string().contains("secretName"), "{error}");
+}

@@ -45,7 +45,7 @@ fn env(c: &Container, name: &str) -> Option<String> {
 
 #[test]
 fn snapshots_of_every_object() {
-    for name in ["demo", "tuned"] {
+    for name in ["demo", "tuned", "secure"] {
         let rc = fixture(name);
         let replicas = rc.spec.replicas;
         insta::assert_yaml_snapshot!(format!("{name}-statefulset"), statefulset(&rc, replicas));
@@ -281,4 +281,94 @@ fn the_disruption_budget_keeps_a_quorum() {
             "{replicas} replicas"
         );
     }
+}
+
+fn probe_path(
+    p: Option<&k8s_openapi::api::core::v1::Probe>,
+) -> (Option<String>, Option<IntOrString>) {
+    let get = p.and_then(|p| p.http_get.clone());
+    (
+        get.as_ref().and_then(|g| g.path.clone()),
+        get.map(|g| g.port),
+    )
+}
+
+#[test]
+fn a_tls_cluster_mounts_its_secret_passes_the_flags_and_probes_over_plain_http() {
+    let rc = fixture("secure");
+    let sts = statefulset(&rc, 3);
+    let c = container(&sts);
+    for (var, file) in [
+        ("KUBERAFT_PEER_CERT_FILE", "tls.crt"),
+        ("KUBERAFT_PEER_KEY_FILE", "tls.key"),
+        ("KUBERAFT_PEER_TRUSTED_CA_FILE", "ca.crt"),
+        ("KUBERAFT_CLIENT_CERT_FILE", "tls.crt"),
+        ("KUBERAFT_CLIENT_KEY_FILE", "tls.key"),
+        ("KUBERAFT_CLIENT_TRUSTED_CA_FILE", "ca.crt"),
+    ] {
+        assert_eq!(
+            env(&c, var),
+            Some(format!("/etc/kuberaft/tls/{file}")),
+            "{var}"
+        );
+    }
+    assert_eq!(
+        env(&c, "KUBERAFT_CLIENT_CERT_AUTH").as_deref(),
+        Some("true")
+    );
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/etc/kuberaft/tls")
+        .expect("the TLS Secret is mounted");
+    assert_eq!(mount.read_only, Some(true));
+    let pod = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .expect("the TLS volume");
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("secure-tls")
+    );
+    // The kubelet cannot probe gRPC over TLS: HTTP on the plaintext port instead.
+    assert!(c.readiness_probe.as_ref().is_some_and(|p| p.grpc.is_none()));
+    assert_eq!(
+        probe_path(c.readiness_probe.as_ref()),
+        (Some("/readyz".to_string()), Some(IntOrString::Int(7002)))
+    );
+    assert_eq!(
+        probe_path(c.liveness_probe.as_ref()),
+        (Some("/livez".to_string()), Some(IntOrString::Int(7002)))
+    );
+}
+
+#[test]
+fn a_user_secret_is_mounted_and_tls_off_mounts_nothing() {
+    let mut rc = fixture("secure");
+    if let Some(tls) = rc.spec.tls.as_mut() {
+        tls.secret_name = Some("from-cert-manager".to_string());
+        tls.client_cert_auth = false;
+    }
+    let sts = statefulset(&rc, 3);
+    let c = container(&sts);
+    assert_eq!(env(&c, "KUBERAFT_CLIENT_CERT_AUTH"), None);
+    assert_eq!(
+        resources::member_tls_secret(&rc).as_deref(),
+        Some("from-cert-manager")
+    );
+    let c = container(&statefulset(&fixture("demo"), 3));
+    assert_eq!(env(&c, "KUBERAFT_PEER_CERT_FILE"), None);
+    assert!(c.readiness_probe.as_ref().is_some_and(|p| p.grpc.is_some()));
+    assert_eq!(c.volume_mounts.iter().flatten().count(), 2);
 }

@@ -207,6 +207,13 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
         scope: Scope::AllNamespaces,
     },
     ApiCall {
+        file: "tls.rs",
+        api_type: "Secret",
+        calls: "ensure(): api.get_opt(..) of the TLS Secrets; save(): api.patch(Patch::Apply) of the cluster CA and member certificate (only with spec.tls)",
+        needs: &[("", "secrets", &["get", "patch", "create"])],
+        scope: Scope::AllNamespaces,
+    },
+    ApiCall {
         file: "events.rs",
         api_type: "Event",
         calls: "publish_event(): events.k8s.io/v1 api.create(..)",

@@ -696,10 +696,13 @@ async fn rbac_allows_exactly_the_calls(
         }
     }
     // Calls the operator never makes must be refused: it deletes nothing (garbage collection
-    // does), reads no Secrets, and never changes a RaftCluster's spec.
+    // does), reads only the Secrets it names (spec.tls: get, never list or watch, so it cannot
+    // read every Secret of a namespace by listing), and never changes a RaftCluster's spec.
     for (group, resource, verb) in [
         ("apps", "statefulsets", "delete"),
-        ("", "secrets", "get"),
+        ("", "secrets", "list"),
+        ("", "secrets", "watch"),
+        ("", "secrets", "delete"),
         ("", "pods", "delete"),
         ("", "persistentvolumeclaims", "delete"),
         ("kuberaft.io", "raftclusters", "update"),

@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::{MemberLocator, MemberRef};
 use crate::error::{Error, Result};
 use crate::resources::{client_addr, peer_addr};
+use crate::tls::MemberTls;
 
 /// How long one admin call may take, connection included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,19 +35,44 @@ pub fn endpoint(uri: &str) -> Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
+/// A channel to the member at `uri` (`http://host:port`, as a [`super::MemberLocator`] gives
+/// it): plaintext, or TLS with the cluster's member certificate when `tls` is set (never a
+/// fallback to plaintext). Connected eagerly without TLS; with TLS the handshake happens on the
+/// first request, whose deadline bounds it.
+pub async fn connect(uri: &str, tls: Option<&MemberTls>) -> Result<Channel, String> {
+    let Some(tls) = tls else {
+        let endpoint = endpoint(uri).map_err(|e| e.to_string())?;
+        return tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
+            .await
+            .map_err(|_| format!("connecting to {uri} timed out"))?
+            .map_err(|e| format!("cannot connect to {uri}: {e}"));
+    };
+    let addr = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+        .unwrap_or(uri);
+    kuberaft_node::transport::channel::lazy_channel_with(
+        addr,
+        CONNECT_TIMEOUT,
+        Some(tls.client.clone()),
+    )
+    .map_err(|e| format!("cannot dial {addr} with TLS (Secret {}): {e}", tls.secret))
+}
+
 /// Makes membership changes through one member (any member forwards them to the leader).
 pub struct MemberAdmin<'a> {
     pub locator: &'a dyn MemberLocator,
     pub cluster_domain: &'a str,
+    /// The cluster's TLS, when it has TLS on.
+    pub tls: Option<&'a MemberTls>,
 }
 
 impl MemberAdmin<'_> {
     async fn client(&self, via: &MemberRef) -> Result<AdminClient<Channel>> {
         let uri = self.locator.endpoint(via);
-        let channel = tokio::time::timeout(CONNECT_TIMEOUT, endpoint(&uri)?.connect())
+        let channel = connect(&uri, self.tls)
             .await
-            .map_err(|_| unreachable(via, &uri, "connect timed out"))?
-            .map_err(|e| unreachable(via, &uri, &e.to_string()))?;
+            .map_err(|e| unreachable(via, &uri, &e))?;
         Ok(AdminClient::new(channel))
     }
 

@@ -14,10 +14,11 @@ use kuberaft_proto::admin::{StatusResponse, WatchStatusRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::admin::{CONNECT_TIMEOUT, endpoint};
+use super::admin::connect;
 use super::{MemberLocator, MemberRef};
 use crate::crd::RaftCluster;
 use crate::health::Health;
+use crate::tls::MemberTls;
 
 /// How often members are asked to send a Status even when nothing changed.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -72,6 +73,8 @@ type ClusterKey = (String, String);
 struct ClusterWatch {
     view: Arc<Mutex<ClusterView>>,
     tasks: HashMap<i32, JoinHandle<()>>,
+    /// What the streams dial with; a change restarts them.
+    tls: Option<Arc<MemberTls>>,
 }
 
 /// All member watches of all clusters.
@@ -112,13 +115,32 @@ impl MemberWatches {
     /// Watches exactly the pods with ordinals `0..replicas` of the cluster: starts the missing
     /// streams and stops those of pods that no longer exist.
     pub fn ensure(&self, namespace: &str, cluster: &str, replicas: i32) {
+        self.ensure_with_tls(namespace, cluster, replicas, None);
+    }
+
+    /// [`ensure`](Self::ensure) for a cluster whose members speak TLS when `tls` is set.
+    pub fn ensure_with_tls(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        replicas: i32,
+        tls: Option<Arc<MemberTls>>,
+    ) {
         let mut clusters = self.lock();
         let watch = clusters
             .entry((namespace.to_string(), cluster.to_string()))
             .or_insert_with(|| ClusterWatch {
                 view: Arc::new(Mutex::new(ClusterView::new())),
                 tasks: HashMap::new(),
+                tls: tls.clone(),
             });
+        if watch.tls != tls {
+            for task in watch.tasks.values() {
+                task.abort();
+            }
+            watch.tasks.clear();
+            watch.tls = tls;
+        }
         watch.tasks.retain(|ordinal, task| {
             let keep = *ordinal < replicas && !task.is_finished();
             if !keep {
@@ -139,6 +161,7 @@ impl MemberWatches {
             let task = watch_member(
                 member.clone(),
                 self.locator.endpoint(&member),
+                watch.tls.clone(),
                 watch.view.clone(),
                 self.trigger.clone(),
             );
@@ -222,12 +245,13 @@ fn record(
 async fn watch_member(
     member: MemberRef,
     uri: String,
+    tls: Option<Arc<MemberTls>>,
     view: Arc<Mutex<ClusterView>>,
     trigger: mpsc::Sender<ObjectRef<RaftCluster>>,
 ) {
     let mut retry = RETRY_MIN;
     loop {
-        match stream_statuses(&member, &uri, &view, &trigger).await {
+        match stream_statuses(&member, &uri, tls.as_deref(), &view, &trigger).await {
             Ok(()) => retry = RETRY_MIN,
             Err(error) => {
                 tracing::debug!(member = %member.pod(), %uri, %error, "member watch interrupted");
@@ -245,14 +269,11 @@ async fn watch_member(
 async fn stream_statuses(
     member: &MemberRef,
     uri: &str,
+    tls: Option<&MemberTls>,
     view: &Mutex<ClusterView>,
     trigger: &mpsc::Sender<ObjectRef<RaftCluster>>,
 ) -> Result<(), String> {
-    let endpoint = endpoint(uri).map_err(|e| e.to_string())?;
-    let channel = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
-        .await
-        .map_err(|_| format!("connecting to {uri} timed out"))?
-        .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
+    let channel = connect(uri, tls).await?;
     let request = WatchStatusRequest {
         interval_ms: u32::try_from(WATCH_INTERVAL.as_millis()).unwrap_or(1000),
     };

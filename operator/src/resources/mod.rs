@@ -94,6 +94,22 @@ pub const ROLE_LABEL: &str = "kuberaft.io/role";
 /// Its value on the leader's pod.
 pub const ROLE_LEADER: &str = "leader";
 
+/// The largest `spec.replicas` the CRD allows.
+pub const MAX_REPLICAS: i32 = 9;
+
+/// Where the TLS Secret is mounted in each member.
+pub const TLS_DIR: &str = "/etc/kuberaft/tls";
+
+/// The Secret holding the members' `ca.crt`, `tls.crt` and `tls.key` when TLS is on.
+pub fn member_tls_secret(rc: &RaftCluster) -> Option<String> {
+    let tls = rc.spec.tls_enabled()?;
+    Some(
+        tls.secret_name
+            .clone()
+            .unwrap_or_else(|| tls_secret_name(&rc.name_any())),
+    )
+}
+
 /// Port of `kuberaft.raft.v1` between members.
 pub const PEER_PORT: i32 = 7000;
 /// Port of the key-value API, the admin API and grpc.health.v1.

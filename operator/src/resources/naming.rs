@@ -53,6 +53,16 @@ pub fn pod_host(cluster: &str, namespace: &str, cluster_domain: &str, ordinal: i
     )
 }
 
+/// The Secret with the cluster CA the operator makes when TLS is on without `secretName`.
+pub fn ca_secret_name(cluster: &str) -> String {
+    format!("{cluster}-ca")
+}
+
+/// The Secret with the member certificate the operator makes (same condition).
+pub fn tls_secret_name(cluster: &str) -> String {
+    format!("{cluster}-tls")
+}
+
 /// `host:7000`, the member's peer address.
 pub fn peer_addr(cluster: &str, namespace: &str, cluster_domain: &str, ordinal: i32) -> String {
     format!(

@@ -7,17 +7,18 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    GRPCAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    GRPCAction, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    BuildConfig, CLIENT_PORT, DATA_DIR, HTTP_PORT, PEER_PORT, image, labels, object_meta,
-    peers_service_name, selector_labels, statefulset_name,
+    BuildConfig, CLIENT_PORT, DATA_DIR, HTTP_PORT, PEER_PORT, TLS_DIR, image, labels,
+    member_tls_secret, object_meta, peers_service_name, selector_labels, statefulset_name,
 };
 use crate::crd::RaftCluster;
 
@@ -28,6 +29,8 @@ pub const DATA_VOLUME: &str = "data";
 /// Seconds a pod gets after SIGTERM: a leader hands leadership over first, which takes a few
 /// election timeouts at most; the rest is margin for a slow disk.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+/// The volume of the TLS Secret.
+pub const TLS_VOLUME: &str = "tls";
 /// The non-root user and group the node runs as (distroless's `nonroot`).
 const RUN_AS: i64 = 65532;
 
@@ -128,14 +131,31 @@ fn pod_template(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> P
                     .unwrap_or_else(|| spread_across_nodes(&cluster)),
             ),
             priority_class_name: pod.priority_class_name.clone(),
-            volumes: Some(vec![Volume {
-                name: "tmp".to_string(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
+            volumes: Some(volumes(rc)),
             ..PodSpec::default()
         }),
     }
+}
+
+fn volumes(rc: &RaftCluster) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "tmp".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if let Some(secret) = member_tls_secret(rc) {
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                // Readable by the node's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
 }
 
 /// The default affinity: prefer one member per node, so that losing a node costs one member.
@@ -197,6 +217,22 @@ fn grpc_probe(service: Option<&str>, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// An HTTP probe on the plaintext HTTP port: the kubelet cannot do gRPC over TLS.
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(HTTP_PORT),
+            scheme: Some("HTTP".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
 fn container_port(name: &str, port: i32) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_string()),
@@ -237,6 +273,53 @@ fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Cont
             threshold.to_string(),
         ));
     }
+    let tls = rc.spec.tls_enabled();
+    let mut mounts = vec![
+        VolumeMount {
+            name: DATA_VOLUME.to_string(),
+            mount_path: DATA_DIR.to_string(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_string(),
+            mount_path: "/tmp".to_string(),
+            ..VolumeMount::default()
+        },
+    ];
+    if let Some(tls) = tls {
+        // Peer and client ports share the member certificate and the cluster CA.
+        let ca = format!("{TLS_DIR}/ca.crt");
+        let cert = format!("{TLS_DIR}/tls.crt");
+        let key = format!("{TLS_DIR}/tls.key");
+        vars.push(env("KUBERAFT_PEER_CERT_FILE", cert.clone()));
+        vars.push(env("KUBERAFT_PEER_KEY_FILE", key.clone()));
+        vars.push(env("KUBERAFT_PEER_TRUSTED_CA_FILE", ca.clone()));
+        vars.push(env("KUBERAFT_CLIENT_CERT_FILE", cert));
+        vars.push(env("KUBERAFT_CLIENT_KEY_FILE", key));
+        vars.push(env("KUBERAFT_CLIENT_TRUSTED_CA_FILE", ca));
+        if tls.client_cert_auth {
+            vars.push(env("KUBERAFT_CLIENT_CERT_AUTH", "true"));
+        }
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_string(),
+            mount_path: TLS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let (readiness, liveness) = if tls.is_some() {
+        // Same meaning as the gRPC probes below, on the plaintext HTTP port.
+        (http_probe("/readyz", 2, 3), http_probe("/livez", 10, 6))
+    } else {
+        // Ready = grpc.health.v1 overall status SERVING: a leader is known and this member has
+        // caught up, so rolling updates wait for each member to rejoin the quorum.
+        // Alive = the admin service answers; a member without a quorum is not ready but alive,
+        // and restarting it would not bring the quorum back.
+        (
+            grpc_probe(None, 2, 3),
+            grpc_probe(Some("kuberaft.admin.v1.Admin"), 10, 6),
+        )
+    };
     Container {
         name: CONTAINER.to_string(),
         image: Some(image(rc, cfg)),
@@ -247,12 +330,8 @@ fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Cont
             container_port("client", CLIENT_PORT),
             container_port("http", HTTP_PORT),
         ]),
-        // Ready = grpc.health.v1 overall status SERVING: a leader is known and this member has
-        // caught up, so rolling updates wait for each member to rejoin the quorum.
-        readiness_probe: Some(grpc_probe(None, 2, 3)),
-        // Alive = the admin service answers; a member without a quorum is not ready but alive,
-        // and restarting it would not bring the quorum back.
-        liveness_probe: Some(grpc_probe(Some("kuberaft.admin.v1.Admin"), 10, 6)),
+        readiness_probe: Some(readiness),
+        liveness_probe: Some(liveness),
         resources: rc.spec.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -264,18 +343,7 @@ fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Cont
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.to_string(),
-                mount_path: DATA_DIR.to_string(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".to_string(),
-                mount_path: "/tmp".to_string(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     }
 }

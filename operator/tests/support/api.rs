@@ -97,6 +97,17 @@ impl ApiServer {
         );
     }
 
+    /// A read of Secret `name`, answered with `secret` or 404.
+    #[allow(dead_code)]
+    pub async fn get_secret(&mut self, name: &str, secret: Option<&Value>) {
+        let path = format!("/api/v1/namespaces/default/secrets/{name}");
+        let (_, _, send) = self.expect(Method::GET, &path).await;
+        match secret {
+            Some(secret) => respond(send, StatusCode::OK, secret),
+            None => respond(send, StatusCode::NOT_FOUND, &not_found()),
+        }
+    }
+
     /// A server-side apply to `path`; answered with the body. Returns the body.
     pub async fn apply(&mut self, path: &str) -> Value {
         let (query, mut body, send) = self.expect(Method::PATCH, path).await;

@@ -162,6 +162,28 @@ impl FakeCluster {
         );
     }
 
+    /// Like [`serve_member`](Self::serve_member), with TLS on the admin port as a member with
+    /// `spec.tls` serves it: `files` as `--client-cert-file`, `--client-key-file` and
+    /// `--client-trusted-ca-file`, client certificates required.
+    #[allow(dead_code)]
+    pub async fn serve_member_tls(&self, ordinal: i32, files: kuberaft_node::tls::TlsFiles) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let addr = listener.local_addr().expect("local address");
+        self.addrs.lock().expect("addrs").insert(ordinal, addr);
+        let tls = kuberaft_node::tls::ServerTls::load("client", files, true).expect("server TLS");
+        let service = FakeMember {
+            id: u64::try_from(ordinal).expect("ordinal") + 1,
+            cluster: self.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AdminServer::new(service))
+                .serve_with_incoming(kuberaft_node::tls::server::incoming(listener, Some(tls))),
+        );
+    }
+
     /// A locator that sends the operator to these local servers (an unused port for pods that
     /// have none, or of another cluster, so they look unreachable).
     pub fn locator(&self) -> impl Fn(&MemberRef) -> String + Send + Sync + 'static {
