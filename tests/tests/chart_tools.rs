@@ -414,6 +414,10 @@ async fn apiserver_tier(assets: &Path, renders: Option<&[Render]>, report: &mut 
             repo_root().join("deploy").join("operator"),
         ),
         ("deploy/crds", repo_root().join("deploy").join("crds")),
+        (
+            "deploy/networkpolicy",
+            repo_root().join("deploy").join("networkpolicy"),
+        ),
     ] {
         let result = match deploy_objects(&dir) {
             Ok(objects) => dry_run_all(&client, &discovery, &objects).await,
