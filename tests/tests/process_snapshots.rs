@@ -181,7 +181,25 @@ async fn a_restart_loads_the_newest_snapshot_and_the_log_after_it() {
     for id in c.ids() {
         c.spawn(id);
     }
-    wait_for_leader(&addrs, ELECTION).await;
+    let (leader, _) = wait_for_leader(&addrs, ELECTION).await;
+    // A serializable read is served from what a member has applied, and a
+    // restarted follower learns the commit index only from the new leader
+    // (the commit index is not forced to disk before it is acted on, as in
+    // the paper). So first let the new leader commit in its term, then wait
+    // until every member has applied that far.
+    let leader_addr = c.member(leader).client_addr();
+    let mut client = kv(&leader_addr).await;
+    let marker = client
+        .put(kvpb::PutRequest {
+            key: b"marker".to_vec(),
+            value: b"after-restart".to_vec(),
+        })
+        .await
+        .expect("a write after the restart")
+        .into_inner();
+    for a in &addrs {
+        wait_applied(a, marker.index, ELECTION).await;
+    }
     for a in &addrs {
         let s = status(a).await.expect("status");
         assert!(
