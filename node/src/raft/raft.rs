@@ -477,11 +477,18 @@ impl Raft {
             MessageBody::RequestVote { .. }
             | MessageBody::RequestVoteResponse { .. }
             | MessageBody::AppendEntriesResponse { .. } => {
-                // Votes and answers only count from members. Leader traffic
-                // (AppendEntries, InstallSnapshot) is accepted from anyone in
-                // a current term: this member may be behind on membership,
-                // and a term has at most one leader.
-                if !self.membership.contains(m.from) {
+                // Answers only count from members. Vote requests are
+                // answered whoever asks, like leader traffic (AppendEntries,
+                // InstallSnapshot): this member may be behind on membership
+                // (an empty disk knows no members at all), and refusing a
+                // candidate of a newer configuration can leave that
+                // configuration without a quorum of willing voters. The
+                // candidate counts only the votes of its own voters, and
+                // PreVote, CheckQuorum and the log comparison keep a removed
+                // member from disrupting anyone.
+                if !matches!(m.body, MessageBody::RequestVote { .. })
+                    && !self.membership.contains(m.from)
+                {
                     return Err(StepError::UnknownSender { from: m.from });
                 }
                 // A candidate's log holds no entry of a term it has not
@@ -646,8 +653,14 @@ impl Raft {
             ConfChange::PromoteLearner { id }
                 if self.membership.contains(*id) && !self.membership.is_voter(*id) =>
             {
+                // Caught up: it holds the configuration that made it a
+                // learner (the last change, committed, since none is
+                // pending) and is within the allowed lag of the commit
+                // index. Counting only the lag once promoted a learner that
+                // had stored nothing at all.
                 let caught_up = self.progress.get(id).is_some_and(|p| {
                     !matches!(p.state, ReplicationState::Snapshot { .. })
+                        && p.match_index >= self.pending_conf_index
                         && p.match_index + self.cfg.max_promotion_lag >= self.log.committed
                 });
                 if !caught_up {
