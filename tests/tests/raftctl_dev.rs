@@ -266,6 +266,24 @@ fn dev_elects_one_leader_serves_every_command_and_stops_cleanly() {
     let v: Value = serde_json::from_str(&dev.ok(&["scan", "--json"])).expect("JSON");
     assert_eq!(v["kvs"].as_array().map(Vec::len), Some(2));
 
+    // `raftctl scan | head`: a reader that went away ends raftctl quietly,
+    // with success, like other Unix tools (and without the default SIGPIPE
+    // disposition, which also killed raftctl silently on a closed socket).
+    let mut child = Command::new(raftctl_bin())
+        .args(["--endpoints", &dev.endpoints, "scan", "hello"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run raftctl");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("raftctl ends");
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned()),
+        (Some(0), String::new()),
+        "raftctl scan into a closed pipe: {:?}",
+        o.status
+    );
+
     // A failed compare says what the key holds and exits 3.
     let o = dev.raftctl(&["cas", "hello", "x", "--expect", "nope"]);
     assert_eq!(o.status.code(), Some(3));

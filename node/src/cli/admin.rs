@@ -10,6 +10,7 @@ use super::client::request;
 use super::error::{CliError, Effect};
 use super::members::{self, MemberView, member_json, role_name, suffrage_name};
 use super::output::{Table, print_json};
+use super::output::{out, outln};
 
 /// `2 dev-1`, or `-` for nobody (id 0).
 pub fn who(id: u64, members: &[raft::Member]) -> String {
@@ -161,21 +162,21 @@ pub async fn status(ctx: &Ctx, only_endpoints: bool) -> Result<(), CliError> {
             }));
         }
         OutputFormat::Table if reachable > 0 => {
-            print!("{}", status_table(&views).render());
+            out!("{}", status_table(&views).render());
             for v in views.iter().filter(|v| v.status.is_err()) {
                 if let Err(e) = &v.status {
                     match v.name().as_str() {
-                        "" => println!("  {}: {e}", v.addr),
-                        name => println!("  {name} ({}): {e}", v.addr),
+                        "" => outln!("  {}: {e}", v.addr),
+                        name => outln!("  {name} ({}): {e}", v.addr),
                     }
                 }
             }
-            println!();
-            println!("{}", leader_line(&views));
+            outln!();
+            outln!("{}", leader_line(&views));
             if let Some(l) = members::leader_of(&views) {
-                println!();
-                println!("replication, as leader {} sees it:", l.name);
-                print!("{}", replication_table(l).render());
+                outln!();
+                outln!("replication, as leader {} sees it:", l.name);
+                out!("{}", replication_table(l).render());
             }
         }
         OutputFormat::Table => {}
@@ -236,7 +237,7 @@ pub async fn transfer_leader(ctx: &Ctx, to: Option<u64>) -> Result<(), CliError>
         OutputFormat::Json => {
             print_json(&json!({"leader_id": leader_id, "leader_name": name, "term": term}))
         }
-        OutputFormat::Table => println!("leader is now {leader_id} {name} (term {term})"),
+        OutputFormat::Table => outln!("leader is now {leader_id} {name} (term {term})"),
     }
     Ok(())
 }
@@ -263,7 +264,7 @@ fn print_membership(ctx: &Ctx, m: Option<raft::Membership>) {
         OutputFormat::Json => print_json(&json!({
             "members": m.members.iter().map(member_json).collect::<Vec<_>>(),
         })),
-        OutputFormat::Table => print!("{}", membership_table(&m).render()),
+        OutputFormat::Table => out!("{}", membership_table(&m).render()),
     }
 }
 
@@ -400,7 +401,7 @@ pub async fn snapshot(ctx: &Ctx, all: bool) -> Result<(), CliError> {
     }
     match ctx.format {
         OutputFormat::Json => print_json(&json!({ "snapshots": rows })),
-        OutputFormat::Table => print!("{}", t.render()),
+        OutputFormat::Table => out!("{}", t.render()),
     }
     Ok(())
 }

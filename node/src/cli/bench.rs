@@ -20,6 +20,7 @@ use super::args::{BenchArgs, GlobalArgs, OutputFormat, Target};
 use super::client::{Client, channel, request};
 use super::error::{CliError, Failure, classify, code_name};
 use super::members;
+use super::output::outln;
 use super::output::{print_json, thousands};
 use super::report::{Summary, histogram, record};
 
@@ -252,19 +253,19 @@ pub async fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<(), CliError> 
             "errors": errors,
         })),
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "throughput: {} ops/s ({} {what} in {} s)",
                 thousands(ops_per_sec.round() as u64),
                 thousands(s.count),
                 args.seconds
             );
-            println!("latency:    {}", s.line());
+            outln!("latency:    {}", s.line());
             if errors.is_empty() {
-                println!("errors:     none");
+                outln!("errors:     none");
             } else {
-                println!("errors:     {}", thousands(error_total));
+                outln!("errors:     {}", thousands(error_total));
                 for (k, n) in &errors {
-                    println!("  {:>10}  {k}", thousands(*n));
+                    outln!("  {:>10}  {k}", thousands(*n));
                 }
             }
         }

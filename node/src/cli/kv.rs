@@ -13,6 +13,7 @@ use super::client::{CallError, request};
 use super::error::{self, CliError, Effect};
 use super::members;
 use super::output::{Table, print_json};
+use super::output::{out, outln};
 
 /// Turns a failed call into one line; a missing leader is explained with how
 /// many members could not be reached.
@@ -90,7 +91,7 @@ pub async fn put(ctx: &Ctx, key: &str, value: &str) -> Result<(), CliError> {
             "endpoint": endpoint,
             "header": header_json(&r.header),
         })),
-        OutputFormat::Table => println!("OK (committed at index {})", r.index),
+        OutputFormat::Table => outln!("OK (committed at index {})", r.index),
     }
     Ok(())
 }
@@ -127,7 +128,7 @@ pub async fn get(ctx: &Ctx, key: &str, serializable: bool) -> Result<(), CliErro
             "endpoint": endpoint,
             "header": header_json(&r.header),
         })),
-        (Some(kv), OutputFormat::Table) => println!("{}", ctx.enc.show(&kv.value)),
+        (Some(kv), OutputFormat::Table) => outln!("{}", ctx.enc.show(&kv.value)),
         (None, OutputFormat::Json) => print_json(&json!({
             "key": shown_key,
             "found": false,
@@ -170,9 +171,9 @@ pub async fn del(ctx: &Ctx, key: &str) -> Result<(), CliError> {
             "header": header_json(&r.header),
         })),
         OutputFormat::Table if r.deleted => {
-            println!("deleted (committed at index {})", r.index)
+            outln!("deleted (committed at index {})", r.index)
         }
-        OutputFormat::Table => println!(
+        OutputFormat::Table => outln!(
             "not found, nothing to delete (committed at index {})",
             r.index
         ),
@@ -237,7 +238,7 @@ pub async fn scan(ctx: &Ctx, o: ScanOptions<'_>) -> Result<(), CliError> {
         }
         match ctx.format {
             OutputFormat::Json => print_json(&json!({ "count": count })),
-            OutputFormat::Table => println!("{count}"),
+            OutputFormat::Table => outln!("{count}"),
         }
         return Ok(());
     }
@@ -264,7 +265,7 @@ pub async fn scan(ctx: &Ctx, o: ScanOptions<'_>) -> Result<(), CliError> {
             if t.is_empty() {
                 eprintln!("no keys");
             } else {
-                print!("{}", t.render());
+                out!("{}", t.render());
             }
             if let (true, Some(last)) = (r.more, r.kvs.last()) {
                 eprintln!(
@@ -348,7 +349,7 @@ pub async fn cas(
             "header": header_json(&r.header),
         }));
     } else if r.succeeded {
-        println!("OK (committed at index {})", r.index);
+        outln!("OK (committed at index {})", r.index);
     }
     if r.succeeded {
         Ok(())

@@ -45,15 +45,10 @@ pub struct Ctx {
 /// Parses the command line, runs the command, prints an error as one line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Dev(_) | Command::FailoverBench(_)) {
-        // Like other Unix tools: `raftctl scan | head` ends quietly when
-        // head exits. (dev and failover-bench handle a closed output
-        // themselves: they must stop their members first.)
-        // SAFETY: restores the default disposition before any thread starts.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
+    // SIGPIPE stays ignored (Rust's default): a closed stdout is handled
+    // where output is written (`output::write_stdout`), and a socket closed
+    // by a server must come back as an error to report, not kill raftctl
+    // without a word.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -66,8 +66,44 @@ impl Table {
 
 /// Prints a JSON value on one line (scripts read it with jq).
 pub fn print_json(v: &Value) {
-    println!("{v}");
+    outln!("{v}");
 }
+
+/// Writes to stdout. When stdout is closed (`raftctl scan | head` after
+/// head exits) the program ends quietly, as Unix tools do. This replaces
+/// restoring the default SIGPIPE disposition, which also killed raftctl
+/// without a word when a server closed a *socket* under it (a TLS 1.3
+/// server refusing a missing client certificate after the handshake).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("raftctl: cannot write the output: {e}");
+        std::process::exit(i32::from(super::error::EXIT_ERROR));
+    }
+}
+
+/// `print!` through [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
 
 /// `12345` → `12,345`.
 pub fn thousands(n: u64) -> String {

@@ -12,6 +12,7 @@ use super::args::OutputFormat;
 use super::error::CliError;
 use super::live::{MemberRow, Update, View, follow, since};
 use super::members::{self, role_name, status_json};
+use super::output::outln;
 use super::output::print_json;
 
 pub async fn run(ctx: &Ctx, all: bool, interval_ms: u32) -> Result<(), CliError> {
@@ -71,13 +72,13 @@ pub async fn run(ctx: &Ctx, all: bool, interval_ms: u32) -> Result<(), CliError>
             }
             OutputFormat::Table => {
                 for line in &said {
-                    println!("{}  {line}", since(start));
+                    outln!("{}  {line}", since(start));
                 }
                 if all
                     && said.is_empty()
                     && let Some(s) = status
                 {
-                    println!(
+                    outln!(
                         "{}  {} {} term {} leader {} commit {} applied {}",
                         since(start),
                         s.name,
