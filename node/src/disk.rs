@@ -133,6 +133,7 @@ impl Disk {
     /// returns, the log is empty, the state machine is at the snapshot's
     /// index, and all of it is durable.
     pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let path = self.storage.snapshot_path(meta);
         let (file, image) = snapshot_file::read(&path)?;
         check_file_meta(&self.storage, &file.meta, meta)?;
@@ -144,6 +145,7 @@ impl Disk {
             index = meta.last_included_index,
             term = meta.last_included_term,
             keys = self.state_machine.len(),
+            seconds = started.elapsed().as_secs_f64(),
             "installed snapshot from the leader"
         );
         snapshot_files::remove_old(

@@ -278,7 +278,10 @@ fn dev_elects_one_leader_serves_every_command_and_stops_cleanly() {
     drop(child.stdout.take());
     let o = child.wait_with_output().expect("raftctl ends");
     assert_eq!(
-        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned()),
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned()
+        ),
         (Some(0), String::new()),
         "raftctl scan into a closed pipe: {:?}",
         o.status

@@ -95,6 +95,9 @@ pub struct SnapshotReceiver {
     total_size: u64,
     crc32: u32,
     received: u64,
+    /// When the first chunk arrived: the transfer rate in the log is the
+    /// stream's own, without the install that follows it.
+    started: std::time::Instant,
 }
 
 impl SnapshotReceiver {
@@ -117,6 +120,7 @@ impl SnapshotReceiver {
             total_size,
             crc32,
             received: 0,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -188,10 +192,13 @@ impl SnapshotReceiver {
         std::fs::rename(&self.partial, &path).map_err(|e| io("rename", &self.partial, e))?;
         sync_dir(&self.dir)
             .map_err(|e| StorageError::io(&self.dir, "fsync the snapshots directory", e))?;
+        let seconds = self.started.elapsed().as_secs_f64();
         tracing::info!(
             path = %path.display(),
             index = self.meta.last_included_index,
             bytes = self.total_size,
+            seconds,
+            mb_per_second = self.total_size as f64 / 1e6 / seconds.max(1e-9),
             "received snapshot"
         );
         Ok(SnapshotFile { path, ..received })
