@@ -50,10 +50,19 @@
 //!   AppendEntries of a later round confirms a read, so replication traffic
 //!   confirms reads as well as heartbeats do.
 //! - **Membership** changes one server at a time (thesis §4.1), with learners;
-//!   see [`membership`] for why not joint consensus. AppendEntries from a
-//!   sender outside the receiver's configuration is accepted (the receiver may
-//!   be behind on membership; a term has at most one leader); votes and
-//!   answers from non-members are dropped.
+//!   see [`membership`] for why not joint consensus. Requests from a sender
+//!   outside the receiver's configuration are processed, as thesis §4.1
+//!   says: AppendEntries (a term has at most one leader) and RequestVote
+//!   too, because the receiver may be behind on membership — a member with
+//!   an empty disk knows no one at all. Refusing such vote requests once left
+//!   a configuration without a quorum of willing voters, leaderless for good
+//!   (simulator seed 92385). A stranger's vote request is still refused while
+//!   a leader is heard from (CheckQuorum's lease) and by the log comparison;
+//!   votes from outside the candidate's own voters are never counted, and
+//!   answers (vote and append responses) from non-members are dropped.
+//! - **A learner is promoted** only once it has stored the configuration in
+//!   force (its match index covers the last configuration change) and is
+//!   within `max_promotion_lag` entries of the commit index.
 //! - **The leader cannot remove itself**: removing the leader is a transfer of
 //!   leadership (§3.10) followed by the removal, proposed by the new leader.
 //! - **The log since the last snapshot is kept in memory**, as etcd's

@@ -1,6 +1,7 @@
 //! The server around the core: the event loop, the client and admin services.
 
 pub mod admin_service;
+pub mod background;
 pub mod client;
 pub mod deadline;
 pub mod event;
