@@ -93,6 +93,26 @@ impl Net {
             .find(|n| n.role() == Role::Leader)
             .map(|n| n.id())
     }
+
+    fn change(&mut self, leader: NodeId, change: ConfChange) -> Result<Index, ProposeError> {
+        self.nodes
+            .get_mut(&leader)
+            .expect("the leader is in the net")
+            .propose_conf_change(change)
+    }
+
+    /// The leader adds member `id` as a learner; ten ticks pass.
+    fn add_learner(&mut self, leader: NodeId, id: NodeId) {
+        let learner = Member {
+            suffrage: Suffrage::Learner,
+            ..member(id)
+        };
+        self.change(leader, ConfChange::AddLearner(learner))
+            .expect("the learner is added");
+        for _ in 0..10 {
+            self.tick_all();
+        }
+    }
 }
 
 #[test]
@@ -197,22 +217,8 @@ fn a_member_that_joins_with_an_empty_disk_learns_the_founding_voters() {
     let cfg = Config::with_tick_ms(4, 10, 7);
     net.nodes
         .insert(4, RawNode::new(cfg, RestoredState::default()).unwrap());
-    let learner = Member {
-        suffrage: Suffrage::Learner,
-        ..member(4)
-    };
-    net.nodes
-        .get_mut(&leader)
-        .unwrap()
-        .propose_conf_change(ConfChange::AddLearner(learner))
-        .unwrap();
-    for _ in 0..10 {
-        net.tick_all();
-    }
-    net.nodes
-        .get_mut(&leader)
-        .unwrap()
-        .propose_conf_change(ConfChange::PromoteLearner { id: 4 })
+    net.add_learner(leader, 4);
+    net.change(leader, ConfChange::PromoteLearner { id: 4 })
         .unwrap();
     for _ in 0..10 {
         net.tick_all();
@@ -419,24 +425,9 @@ fn a_learner_that_has_stored_nothing_is_not_promoted() {
         net.tick_all();
     }
     let leader = net.leader().expect("a leader within 100 ticks");
-    let learner = Member {
-        suffrage: Suffrage::Learner,
-        ..member(4)
-    };
     // Member 4 is not running: nothing it is sent is ever stored.
-    net.nodes
-        .get_mut(&leader)
-        .unwrap()
-        .propose_conf_change(ConfChange::AddLearner(learner))
-        .unwrap();
-    for _ in 0..10 {
-        net.tick_all();
-    }
-    let refused = net
-        .nodes
-        .get_mut(&leader)
-        .unwrap()
-        .propose_conf_change(ConfChange::PromoteLearner { id: 4 });
+    net.add_learner(leader, 4);
+    let refused = net.change(leader, ConfChange::PromoteLearner { id: 4 });
     assert!(
         matches!(refused, Err(ProposeError::LearnerNotCaughtUp { id: 4, .. })),
         "{refused:?}"
