@@ -9,8 +9,7 @@ use super::args::{MemberCommand, OutputFormat};
 use super::client::request;
 use super::error::{CliError, Effect};
 use super::members::{self, MemberView, member_json, role_name, suffrage_name};
-use super::output::{Table, print_json};
-use super::output::{out, outln};
+use super::output::{Table, out, outln, print_json};
 
 /// `2 dev-1`, or `-` for nobody (id 0).
 pub fn who(id: u64, members: &[raft::Member]) -> String {

@@ -20,8 +20,7 @@ use super::args::{BenchArgs, GlobalArgs, OutputFormat, Target};
 use super::client::{Client, channel, request};
 use super::error::{CliError, Failure, classify, code_name};
 use super::members;
-use super::output::outln;
-use super::output::{print_json, thousands};
+use super::output::{outln, print_json, thousands};
 use super::report::{Summary, histogram, record};
 
 /// Key `i` of the benchmark's key space.

@@ -12,8 +12,7 @@ use super::args::OutputFormat;
 use super::client::{CallError, request};
 use super::error::{self, CliError, Effect};
 use super::members;
-use super::output::{Table, print_json};
-use super::output::{out, outln};
+use super::output::{Table, out, outln, print_json};
 
 /// Turns a failed call into one line; a missing leader is explained with how
 /// many members could not be reached.
