@@ -12,8 +12,7 @@ use super::args::OutputFormat;
 use super::error::CliError;
 use super::live::{MemberRow, Update, View, follow, since};
 use super::members::{self, role_name, status_json};
-use super::output::outln;
-use super::output::print_json;
+use super::output::{outln, print_json};
 
 pub async fn run(ctx: &Ctx, all: bool, interval_ms: u32) -> Result<(), CliError> {
     let mut sigint = signal(SignalKind::interrupt())
