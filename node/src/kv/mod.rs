@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 
 pub use command::ApplyResult;
 
@@ -58,6 +59,9 @@ pub struct StateMachine {
     tree: sled::Tree,
     applied: Index,
     map: KvMap,
+    /// The map holds exactly what the tree holds (between `process_ready`
+    /// turns): an installation then writes only the keys that differ.
+    mirrors_tree: bool,
 }
 
 impl StateMachine {
@@ -72,6 +76,7 @@ impl StateMachine {
             tree,
             applied,
             map,
+            mirrors_tree: true,
         })
     }
 
@@ -83,6 +88,7 @@ impl StateMachine {
             tree: storage.kv_tree().clone(),
             applied: 0,
             map: KvMap::new(),
+            mirrors_tree: false,
         }
     }
 
@@ -212,16 +218,35 @@ impl StateMachine {
     /// Replaces the whole state machine with a snapshot's. Not atomic on
     /// disk by itself: `crate::disk` calls it between the durable
     /// installation record and its removal, and repeats it after a crash.
+    ///
+    /// A follower that fell behind usually holds most of the snapshot's keys
+    /// already, with the same values: only the keys that differ are written
+    /// (a diff of two in-memory maps, far cheaper than rewriting every key
+    /// in sled). After a crash the tree's content is unknown, so it is
+    /// cleared and written whole.
     pub(crate) fn install(&mut self, image: SnapshotImage) -> Result<(), StorageError> {
         let sled_err = |e| StorageError::sled(&self.dir, "install a snapshot's data", e);
-        self.tree.clear().map_err(sled_err)?;
+        if !self.mirrors_tree {
+            self.tree.clear().map_err(sled_err)?;
+            self.map = KvMap::new();
+            self.mirrors_tree = true;
+        }
         // Batches of bounded size: a snapshot can be far larger than what
         // one sled batch should hold in memory.
         const PER_BATCH: usize = 4096;
         let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for (key, v) in &image.data {
-            batch.insert(tree::data_key(key), tree::encode_value(key, v));
+        // The applied index goes first and comes back last: while it is
+        // missing the tree is plainly incomplete, never "complete at some
+        // index".
+        batch.remove(tree::APPLIED_KEY);
+        let mut in_batch = 1;
+        for change in self.map.diff(&image.data) {
+            match change {
+                DiffItem::Add(key, v) | DiffItem::Update { new: (key, v), .. } => {
+                    batch.insert(tree::data_key(key), tree::encode_value(key, v))
+                }
+                DiffItem::Remove(key, _) => batch.remove(tree::data_key(key)),
+            }
             in_batch += 1;
             if in_batch == PER_BATCH {
                 self.tree
@@ -230,8 +255,6 @@ impl StateMachine {
                 in_batch = 0;
             }
         }
-        // The applied index last: while it is missing the tree is plainly
-        // incomplete, never "complete at some index".
         batch.insert(tree::APPLIED_KEY, record::seal_u64(image.applied_index));
         self.tree.apply_batch(batch).map_err(sled_err)?;
         self.map = image.data;

@@ -1,5 +1,6 @@
 //! A thread that does bulk work beside the event loop and shares no lock
-//! with it (writing a snapshot file) runs at a lower CPU priority. (Removing
+//! with it (writing a snapshot file), or for it while it waits (installing a
+//! snapshot from the leader), runs at a lower CPU priority. (Removing
 //! compacted entries does not: it takes sled's locks in turn with the event
 //! loop, and a preempted low-priority holder would stall it.)
 //!

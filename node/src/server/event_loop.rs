@@ -738,9 +738,22 @@ impl EventLoop {
     }
 
     fn install_snapshot(&mut self, meta: &raft::SnapshotMeta) -> Result<(), String> {
-        self.disk
-            .install_snapshot(meta)
-            .map_err(|e| format!("cannot install snapshot {}: {e}", meta.last_included_index))?;
+        // The event loop waits for the installation either way (the core has
+        // moved to the snapshot; nothing may be applied or persisted until
+        // the state machine and the log follow). Doing the work on a thread
+        // of lower priority lets the other members and the load have the
+        // CPUs first: on a small machine this member's install would
+        // otherwise slow the whole cluster's writes.
+        let disk = &mut self.disk;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                super::background::lower_this_threads_priority();
+                disk.install_snapshot(meta)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+        .map_err(|e| format!("cannot install snapshot {}: {e}", meta.last_included_index))?;
         self.applied_bytes_since_snapshot = 0;
         self.metrics
             .snapshots
