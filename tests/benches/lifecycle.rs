@@ -218,9 +218,37 @@ async fn main() {
         .expect("AddMember (learner)");
     let learner_pid = c.member(learner).pid().expect("the learner runs");
     let learner_addr = c.member(learner).client_addr();
+    // The steady rate is measured once the learner has caught up (its own
+    // first snapshot install would otherwise fall inside it).
+    let commit = status(&leader_addr)
+        .await
+        .expect("status of the leader")
+        .commit_index;
+    let caught_up = Instant::now();
+    while status(&learner_addr)
+        .await
+        .is_none_or(|s| s.applied_index < commit)
+    {
+        assert!(
+            caught_up.elapsed() < Duration::from_secs(120),
+            "the learner did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let done = Arc::new(AtomicU64::new(0));
     let steady = throughput(&leader_addr, 10.0, 32, done.clone()).await;
     println!("steady writes: {steady:.0}/s (32 clients, 256-byte values, 4 voters and a learner)");
+    // What a stopped learner costs by itself, without any snapshot: the
+    // rounds below stop it too.
+    // SAFETY: kill(2) on a child process the cluster owns.
+    unsafe { libc::kill(learner_pid, libc::SIGSTOP) };
+    let stopped = throughput(&leader_addr, 5.0, 32, done.clone()).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(learner_pid, libc::SIGCONT) };
+    println!(
+        "writes while the learner is stopped, no snapshot: {stopped:.0}/s = {:.0}% of steady",
+        stopped / steady * 100.0
+    );
     let busy = Arc::new(AtomicBool::new(true));
     let background = {
         let (busy, done, leader_addr) = (busy.clone(), done.clone(), leader_addr.clone());

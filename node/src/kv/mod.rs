@@ -137,35 +137,35 @@ impl StateMachine {
         &mut self,
         entries: &[Entry],
     ) -> Result<(Vec<(Index, ApplyResult)>, Unwritten), StorageError> {
-        let mut map = self.map.clone();
-        let mut batch = sled::Batch::default();
-        let mut applied = self.applied;
-        let mut results = Vec::new();
-        for e in entries {
-            if e.index <= applied {
-                continue;
-            }
-            if e.index != applied + 1 {
+        // Check the order first and change the map in place afterwards: a
+        // map changed through a clone of itself copies every node it
+        // touches (they are shared with the clone until it is dropped).
+        let mut expected = self.applied;
+        for e in entries.iter().filter(|e| e.index > self.applied) {
+            if e.index != expected + 1 {
                 return Err(StorageError::misuse(
                     &self.dir,
                     format!(
-                        "entry {} handed to the state machine, which has applied up to {applied}",
+                        "entry {} handed to the state machine, which has applied up to {expected}",
                         e.index
                     ),
                 ));
             }
+            expected = e.index;
+        }
+        if expected == self.applied {
+            return Ok((Vec::new(), Unwritten(None)));
+        }
+        let mut batch = sled::Batch::default();
+        let mut results = Vec::new();
+        for e in entries.iter().filter(|e| e.index > self.applied) {
             if matches!(e.kind, EntryKind::Normal) && !e.data.is_empty() {
-                let result = command::apply(&mut map, &mut batch, e.index, &e.data);
+                let result = command::apply(&mut self.map, &mut batch, e.index, &e.data);
                 results.push((e.index, result));
             }
-            applied = e.index;
         }
-        if applied == self.applied {
-            return Ok((results, Unwritten(None)));
-        }
-        batch.insert(tree::APPLIED_KEY, record::seal_u64(applied));
-        self.map = map;
-        self.applied = applied;
+        batch.insert(tree::APPLIED_KEY, record::seal_u64(expected));
+        self.applied = expected;
         Ok((results, Unwritten(Some(batch))))
     }
 

@@ -161,6 +161,13 @@ fn an_entry_after_a_gap_is_refused_and_changes_nothing() {
     assert!(err.to_string().contains("applied up to 2"), "{err}");
     assert_eq!(sm.applied_index(), 2);
     assert_eq!(sm.get(b"z"), None);
+    // A gap inside a batch: the entries before it are not applied either.
+    let err = sm
+        .apply(&[entry(3, put("y", "1")), entry(5, put("z", "1"))])
+        .unwrap_err();
+    assert!(err.to_string().contains("applied up to 3"), "{err}");
+    assert_eq!(sm.applied_index(), 2);
+    assert_eq!(sm.get(b"y"), None);
 }
 
 #[test]
