@@ -31,7 +31,7 @@ use super::{KvMap, SnapshotImage, Versioned};
 use crate::raft::SnapshotMeta;
 use crate::storage::StorageError;
 use crate::storage::snapshot_files::{WRITING_SUFFIX, snapshot_path, temporary_path};
-use crate::storage::sync::sync_dir;
+use crate::storage::sync::{PacedFile, sync_dir};
 
 const MAGIC: &[u8; 8] = b"KRSNAP\r\n";
 const VERSION: u32 = 1;
@@ -92,7 +92,7 @@ pub fn write(
     let io = |what: &str, e| StorageError::io(dir, format!("{what} {}", tmp.display()), e);
     let file = File::create(&tmp).map_err(|e| io("create", e))?;
     let mut w = CrcWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
+        inner: BufWriter::with_capacity(1 << 20, PacedFile::new(file)),
         hasher: crc32fast::Hasher::new(),
         written: 0,
     };
@@ -105,7 +105,8 @@ pub fn write(
         .map_err(|e| io("write", e))?;
     let file = inner
         .into_inner()
-        .map_err(|e| io("write", e.into_error()))?;
+        .map_err(|e| io("write", e.into_error()))?
+        .into_inner();
     file.sync_all().map_err(|e| io("fsync", e))?;
     drop(file);
     std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;

@@ -15,7 +15,7 @@ use super::snapshot_file::{self, SnapshotFile};
 use crate::raft::SnapshotMeta;
 use crate::storage::StorageError;
 use crate::storage::snapshot_files::{RECEIVING_SUFFIX, snapshot_path, temporary_path};
-use crate::storage::sync::sync_dir;
+use crate::storage::sync::{PacedFile, sync_dir};
 
 /// One piece of a snapshot file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +90,7 @@ impl Iterator for SnapshotChunks {
 pub struct SnapshotReceiver {
     dir: PathBuf,
     partial: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<BufWriter<PacedFile>>,
     meta: SnapshotMeta,
     total_size: u64,
     crc32: u32,
@@ -115,7 +115,7 @@ impl SnapshotReceiver {
         Ok(SnapshotReceiver {
             dir: dir.to_owned(),
             partial,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            out: Some(BufWriter::with_capacity(1 << 20, PacedFile::new(file))),
             meta: meta.clone(),
             total_size,
             crc32,
@@ -169,7 +169,8 @@ impl SnapshotReceiver {
         };
         let file = out
             .into_inner()
-            .map_err(|e| io("write", &self.partial, e.into_error()))?;
+            .map_err(|e| io("write", &self.partial, e.into_error()))?
+            .into_inner();
         file.sync_all().map_err(|e| io("fsync", &self.partial, e))?;
         drop(file);
         let received = snapshot_file::verify(&self.partial)?;

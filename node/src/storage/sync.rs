@@ -161,3 +161,71 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub fn sync_file(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()
 }
+
+/// A file written front to back that starts the write-back of what it has
+/// written every few MiB, without waiting for it (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE` only: no durability, the final fsync gives that).
+/// A snapshot is 100 MB or more; left to the page cache it reaches the disk
+/// in one burst at its fsync, which the members' log syncs on the same disk
+/// may queue behind (RocksDB's `bytes_per_sync` paces its files for the same
+/// reason). Measured with `cargo bench --bench lifecycle` on 2026-11-26:
+/// writes during snapshot rounds 75% and 83% of steady, against 68–71%
+/// without, but in a noisier sitting (lower steady rates): suggestive, not
+/// conclusive.
+pub struct PacedFile {
+    file: File,
+    written: u64,
+    started_up_to: u64,
+}
+
+/// How much is written between two write-back starts.
+const PACE_BYTES: u64 = 4 << 20;
+
+impl PacedFile {
+    pub fn new(file: File) -> PacedFile {
+        PacedFile {
+            file,
+            written: 0,
+            started_up_to: 0,
+        }
+    }
+
+    pub fn into_inner(self) -> File {
+        self.file
+    }
+
+    fn start_writeback(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::io::AsRawFd;
+            let (from, len) = (self.started_up_to, self.written - self.started_up_to);
+            // SAFETY: a plain system call on a descriptor this value owns.
+            // A failure only loses the pacing: the final fsync still writes
+            // everything.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    from as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.started_up_to = self.written;
+    }
+}
+
+impl std::io::Write for PacedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started_up_to >= PACE_BYTES {
+            self.start_writeback();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
