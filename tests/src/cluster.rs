@@ -57,10 +57,31 @@ pub fn build_binary(name: &str) -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a member to listen on.
+///
+/// It is picked from 10000–19999, below the kernel's ephemeral range (32768–60999 here) and
+/// below the range `raftctl_dev` picks from. A port taken from the ephemeral range and released
+/// can be handed out again as the local port of an outgoing connection, for example a member's
+/// long-lived connection to a peer; a member restarted on that port then fails with "address
+/// already in use". Each test process starts at its own offset and never hands out a port twice.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 pub struct Member {

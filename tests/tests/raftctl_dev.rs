@@ -23,7 +23,7 @@ fn raftctl_bin() -> PathBuf {
 /// A base port with the ports of `nodes` members, and one more, free.
 fn free_base_port(nodes: u16) -> u16 {
     for _ in 0..200 {
-        // Below the ephemeral range (32768+), where free_port() picks.
+        // Above free_port()'s range (10000–19999) and below the ephemeral one (32768+).
         let base = 20_000 + rand_u16() % 12_000;
         let free = (base..base + 3 * (nodes + 1))
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
