@@ -82,10 +82,24 @@ pub struct NodeArgs {
     pub snapshot_threshold_bytes: u64,
 
     /// Most bytes per second a leader streams to one follower when sending a
-    /// snapshot (0: no limit), so catching up a member does not starve the
-    /// network or the disk.
-    #[arg(long, env = "KUBERAFT_SNAPSHOT_SEND_RATE", default_value_t = 0)]
+    /// snapshot (0: no limit), so catching up a member does not crowd out
+    /// the log fsyncs and client writes on the network and the disks.
+    #[arg(
+        long,
+        env = "KUBERAFT_SNAPSHOT_SEND_RATE",
+        default_value_t = 150_000_000
+    )]
     pub snapshot_send_rate: u64,
+
+    /// Most bytes per second a member writes when it takes a snapshot
+    /// (0: no limit), for the same reason: the snapshot file shares the disk
+    /// with the log's fsyncs.
+    #[arg(
+        long,
+        env = "KUBERAFT_SNAPSHOT_WRITE_RATE",
+        default_value_t = 150_000_000
+    )]
+    pub snapshot_write_rate: u64,
 
     /// How long a leader waits on SIGTERM for a follower to take over before
     /// it exits anyway.
@@ -136,6 +150,8 @@ pub struct NodeConfig {
     pub snapshot_threshold_bytes: u64,
     /// Bytes per second; 0 is unlimited.
     pub snapshot_send_rate: u64,
+    /// Bytes per second; 0 is unlimited.
+    pub snapshot_write_rate: u64,
     pub log_format: LogFormat,
     /// `--ui-actions`.
     pub ui_actions: bool,
@@ -209,6 +225,7 @@ impl NodeArgs {
             snapshot_threshold_entries: self.snapshot_threshold_entries.max(1),
             snapshot_threshold_bytes: self.snapshot_threshold_bytes.max(1),
             snapshot_send_rate: self.snapshot_send_rate,
+            snapshot_write_rate: self.snapshot_write_rate,
             log_format: self.log_format,
             ui_actions: self.ui_actions,
             tls: self.tls.validate()?,

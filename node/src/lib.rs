@@ -14,6 +14,7 @@ pub mod disk;
 pub mod kv;
 pub mod metrics;
 pub mod raft;
+pub mod rate;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

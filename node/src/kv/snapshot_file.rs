@@ -29,6 +29,7 @@ use prost::Message as _;
 
 use super::{KvMap, SnapshotImage, Versioned};
 use crate::raft::SnapshotMeta;
+use crate::rate::RateLimit;
 use crate::storage::StorageError;
 use crate::storage::snapshot_files::{WRITING_SUFFIX, snapshot_path, temporary_path};
 use crate::storage::sync::{PacedFile, sync_dir};
@@ -70,13 +71,23 @@ impl<W: Write> Write for CrcWriter<W> {
 }
 
 /// Writes the snapshot `image`, described by `meta`, into the snapshot
-/// directory `dir` and makes it durable. Meant for a background thread: it
-/// reads only the image (a cheap clone of the state machine's map), so the
-/// event loop goes on applying meanwhile.
+/// directory `dir` and makes it durable, as fast as the disk goes.
 pub fn write(
     dir: &Path,
     meta: &SnapshotMeta,
     image: &SnapshotImage,
+) -> Result<SnapshotFile, StorageError> {
+    write_at_rate(dir, meta, image, 0)
+}
+
+/// Like [`write`], at most `bytes_per_second` (0: no limit). Meant for a
+/// background thread: it reads only the image (a cheap clone of the state
+/// machine's map), so the event loop goes on applying meanwhile.
+pub fn write_at_rate(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    image: &SnapshotImage,
+    bytes_per_second: u64,
 ) -> Result<SnapshotFile, StorageError> {
     if meta.last_included_index != image.applied_index {
         return Err(StorageError::misuse(
@@ -92,7 +103,10 @@ pub fn write(
     let io = |what: &str, e| StorageError::io(dir, format!("{what} {}", tmp.display()), e);
     let file = File::create(&tmp).map_err(|e| io("create", e))?;
     let mut w = CrcWriter {
-        inner: BufWriter::with_capacity(1 << 20, PacedFile::new(file)),
+        inner: BufWriter::with_capacity(
+            1 << 20,
+            PacedFile::new(file, RateLimit::new(bytes_per_second)),
+        ),
         hasher: crc32fast::Hasher::new(),
         written: 0,
     };

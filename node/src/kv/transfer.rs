@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::snapshot_file::{self, SnapshotFile};
 use crate::raft::SnapshotMeta;
+use crate::rate::RateLimit;
 use crate::storage::StorageError;
 use crate::storage::snapshot_files::{RECEIVING_SUFFIX, snapshot_path, temporary_path};
 use crate::storage::sync::{PacedFile, sync_dir};
@@ -115,7 +116,10 @@ impl SnapshotReceiver {
         Ok(SnapshotReceiver {
             dir: dir.to_owned(),
             partial,
-            out: Some(BufWriter::with_capacity(1 << 20, PacedFile::new(file))),
+            out: Some(BufWriter::with_capacity(
+                1 << 20,
+                PacedFile::new(file, RateLimit::new(0)),
+            )),
             meta: meta.clone(),
             total_size,
             crc32,

@@ -528,6 +528,7 @@ impl EventLoop {
         let image = self.disk.state_machine.snapshot_image();
         let dir = self.disk.storage.snapshot_dir();
         let tx = self.events_tx.clone();
+        let rate = self.cfg.snapshot_write_rate;
         self.snapshot_in_progress = Some(meta.clone());
         tracing::info!(member = self.cfg.id, index = applied, "taking a snapshot");
         let spawned = std::thread::Builder::new()
@@ -537,7 +538,8 @@ impl EventLoop {
                 let result = std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))
                     .and_then(|()| {
-                        kv::snapshot_file::write(&dir, &meta, &image).map_err(|e| e.to_string())
+                        kv::snapshot_file::write_at_rate(&dir, &meta, &image, rate)
+                            .map_err(|e| e.to_string())
                     });
                 let _ = tx.send(Event::SnapshotWritten { meta, result });
             });

@@ -41,6 +41,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::error::StorageError;
+use crate::rate::RateLimit;
 
 /// The files of sled's store that a sync must reach, held open so a sync costs
 /// no `open` of the data file.
@@ -164,29 +165,32 @@ pub fn sync_file(path: &Path) -> std::io::Result<()> {
 
 /// A file written front to back that starts the write-back of what it has
 /// written every few MiB, without waiting for it (`sync_file_range` with
-/// `SYNC_FILE_RANGE_WRITE` only: no durability, the final fsync gives that).
+/// `SYNC_FILE_RANGE_WRITE` only: no durability, the final fsync gives that),
+/// and that writes at most at its rate limit, checked at the same points.
 /// A snapshot is 100 MB or more; left to the page cache it reaches the disk
-/// in one burst at its fsync, which the members' log syncs on the same disk
-/// may queue behind (RocksDB's `bytes_per_sync` paces its files for the same
-/// reason). Measured with `cargo bench --bench lifecycle` on 2026-11-26:
-/// writes during snapshot rounds 75% and 83% of steady, against 68–71%
-/// without, but in a noisier sitting (lower steady rates): suggestive, not
-/// conclusive.
+/// in one burst at its fsync, which the members' log fsyncs on the same disk
+/// queue behind (RocksDB's `bytes_per_sync` paces its files for the same
+/// reason). Measured with `cargo bench --bench lifecycle` on 2026-11-26: the
+/// write-back pacing alone changed nothing measurable (writes while the
+/// leader takes a snapshot 58–74% of steady with or without it); with the
+/// leader's snapshot file also limited to 150 MB/s they stayed at about 100%.
 pub struct PacedFile {
     file: File,
     written: u64,
     started_up_to: u64,
+    limit: RateLimit,
 }
 
 /// How much is written between two write-back starts.
 const PACE_BYTES: u64 = 4 << 20;
 
 impl PacedFile {
-    pub fn new(file: File) -> PacedFile {
+    pub fn new(file: File, limit: RateLimit) -> PacedFile {
         PacedFile {
             file,
             written: 0,
             started_up_to: 0,
+            limit,
         }
     }
 
@@ -221,6 +225,7 @@ impl std::io::Write for PacedFile {
         self.written += n as u64;
         if self.written - self.started_up_to >= PACE_BYTES {
             self.start_writeback();
+            self.limit.wait_blocking(self.written);
         }
         Ok(n)
     }

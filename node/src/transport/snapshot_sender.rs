@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use super::peer::PeerContext;
 use crate::kv::transfer::SnapshotChunks;
 use crate::raft::Message;
+use crate::rate::RateLimit;
 use crate::wire::{self, PeerRequest};
 
 /// Bytes per chunk: large enough for throughput, far below the message limit.
@@ -46,17 +47,11 @@ pub async fn send(
     // Reading is blocking file I/O: a blocking thread feeds the stream.
     let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let mut first = Some(first);
-        let started = std::time::Instant::now();
+        let mut limit = RateLimit::new(bytes_per_second);
         for chunk in chunks.by_ref() {
             let chunk = chunk.map_err(|e| e.to_string())?;
-            if bytes_per_second > 0 {
-                // Pace the stream: chunk k may leave once k chunks' worth of
-                // time has passed at the configured rate.
-                let due = Duration::from_secs_f64(chunk.offset as f64 / bytes_per_second as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
+            // A chunk may leave once the bytes before it are within the rate.
+            limit.wait_blocking(chunk.offset);
             let msg = match first.take() {
                 Some(head) => pb::InstallSnapshotChunk {
                     offset: chunk.offset,
