@@ -47,7 +47,7 @@ pub async fn send(
     // Reading is blocking file I/O: a blocking thread feeds the stream.
     let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let mut first = Some(first);
-        let mut limit = RateLimit::new(bytes_per_second);
+        let limit = RateLimit::new(bytes_per_second);
         for chunk in chunks.by_ref() {
             let chunk = chunk.map_err(|e| e.to_string())?;
             // A chunk may leave once the bytes before it are within the rate.
