@@ -185,22 +185,30 @@ async fn a_damaged_data_dir_is_refused_and_never_reset() {
     let mut c = Cluster::start(3);
     let addrs = c.client_addrs();
     wait_for_leader(&addrs, ELECTION).await;
-    put(&addrs[0], "a", "1").await;
+    put(&addrs[0], "a", "the value to damage").await;
+    // A linearizable read through member 1 waits until it has applied the
+    // write, so its log holds it.
+    get_linearizable(&addrs[0], "a").await.expect("read a");
     c.kill(1);
     let dir1 = c.member(1).data_dir.clone();
-    // Flip one byte of a stored log entry, behind the checksum that guards it.
+    // Flip one byte of the stored entry, behind the checksum that guards it.
     {
-        let db = sled::open(&dir1).expect("open the member's sled store");
-        let log = db.open_tree("log").expect("log tree");
-        let (k, v) = log.iter().next().expect("an entry").expect("read entry");
-        let mut v = v.to_vec();
-        let last = v.len() - 1;
-        v[last] ^= 0x01;
-        log.insert(k, v).expect("write damaged entry");
-        db.flush().expect("flush");
+        let wal = dir1.join("wal");
+        let mut segments: Vec<_> = std::fs::read_dir(&wal)
+            .expect("the member's log directory")
+            .map(|e| e.expect("list the log").path())
+            .collect();
+        segments.sort();
+        let newest = segments.pop().expect("a log segment");
+        let mut data = std::fs::read(&newest).expect("read the segment");
+        // Inside the value written above, inside its entry.
+        let at = data
+            .windows(19)
+            .position(|w| w == b"the value to damage")
+            .expect("the entry of key a");
+        data[at] ^= 0x01;
+        std::fs::write(&newest, &data).expect("write the damaged segment");
     }
-    // sled releases its lock a moment after the last handle is dropped.
-    std::thread::sleep(Duration::from_millis(500));
     let (code, err) = run_to_exit(c.command(1));
     if code.success() {
         panic!("a damaged data dir was accepted:\n{err}");

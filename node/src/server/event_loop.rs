@@ -582,12 +582,15 @@ impl EventLoop {
         let spawned = std::thread::Builder::new()
             .name("log-trim".into())
             .spawn(move || match trim.run() {
-                Ok(n) => tracing::debug!(member, removed = n, "removed compacted entries"),
-                // They stay until the next start removes them; nothing reads them.
-                Err(e) => tracing::warn!(member, error = %e, "cannot remove compacted entries"),
+                Ok(n) => tracing::debug!(member, removed = n, "removed compacted log segments"),
+                // They stay until a later compaction removes them; a start
+                // reads and skips them.
+                Err(e) => {
+                    tracing::warn!(member, error = %e, "cannot remove compacted log segments")
+                }
             });
         if let Err(e) = spawned {
-            tracing::warn!(member, error = %e, "cannot start removing compacted entries");
+            tracing::warn!(member, error = %e, "cannot start removing compacted log segments");
         }
         self.applied_bytes_since_snapshot = 0;
         self.metrics

@@ -24,7 +24,11 @@ use crate::raft::NodeId;
 
 /// The on-disk format this code writes and reads. Bump it, and teach `open`
 /// to migrate or refuse, whenever the layout of a tree or a file changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// 1: the log and the hard state in sled trees (migrated, see `legacy.rs`);
+/// 2: the log and the hard state in the write-ahead log (`wal/`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format `open` still reads (and migrates).
+pub const OLDEST_READABLE_FORMAT: u32 = 1;
 
 /// The identity file, and the name it is written under before it is complete.
 pub const IDENTITY_FILE: &str = "identity";
@@ -122,7 +126,7 @@ impl IdentityRecord {
 
     /// Refuses to start `identity` on a data dir recorded for someone else.
     pub fn check(&self, dir: &Path, identity: &Identity) -> Result<(), StorageError> {
-        if self.format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_FORMAT..=FORMAT_VERSION).contains(&self.format_version) {
             return Err(StorageError::UnsupportedFormat {
                 dir: dir.to_owned(),
                 found: self.format_version,

@@ -1,13 +1,16 @@
 //! A member's durable state: what Figure 2 calls "persistent state on all
 //! servers" (currentTerm, votedFor, log[]) plus the commit index, the newest
-//! snapshot's metadata and who the data dir belongs to — on sled, with a real
-//! fsync (see [`sync`] for why sled's own flush is not one).
+//! snapshot's metadata and who the data dir belongs to. The log and the hard
+//! state are appended to a write-ahead log of preallocated segment files
+//! ([`wal`]); the rest is on sled, with a real fsync (see [`sync`] for why
+//! sled's own flush is not one).
 //!
 //! # On-disk layout of a data dir
 //!
 //! ```text
 //! <dir>/
 //!   identity                   who the dir belongs to (JSON; see identity.rs)
+//!   wal/<seq>.wal              the log and the hard state (see wal/mod.rs)
 //!   conf, db, blobs/, snap.*   sled's store (db is its log; large values go
 //!                              to blobs/<lsn>, see sync.rs)
 //!   snapshots/<index>-<term>.snap
@@ -22,22 +25,21 @@
 //! | tree         | key                   | value                              |
 //! |--------------|-----------------------|------------------------------------|
 //! | `identity`   | `identity`            | JSON [`IdentityRecord`] (= the file) |
-//! | `hard_state` | `hard_state`          | `raft.v1.HardState`                |
-//! | `log`        | index, u64 big-endian | `raft.v1.Entry`                    |
+//! | `hard_state` | `hard_state`          | format 1 only: see `legacy.rs`     |
+//! | `log`        | index, u64 big-endian | format 1 only: see `legacy.rs`     |
 //! | `snapshot`   | `meta`                | `raft.v1.SnapshotMeta` (newest)    |
 //! | `snapshot`   | `installing`          | `raft.v1.SnapshotMeta` (see `disk`)|
 //! | `kv`         | see `kv/tree.rs`      | the state machine and its applied index |
-//!
-//! Big-endian keys make sled's byte order the log's order, so a range scan
-//! from an index is a suffix of the log.
 
 mod error;
 mod identity;
+mod legacy;
 mod log;
 mod open;
 pub mod record;
 pub mod snapshot_files;
 pub mod sync;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 
@@ -50,9 +52,9 @@ use sync::SledFiles;
 
 const IDENTITY_TREE: &str = "identity";
 const IDENTITY_KEY: &[u8] = b"identity";
-const HARD_STATE_TREE: &str = "hard_state";
-const HARD_STATE_KEY: &[u8] = b"hard_state";
-const LOG_TREE: &str = "log";
+const LEGACY_HARD_STATE_TREE: &str = "hard_state";
+const LEGACY_HARD_STATE_KEY: &[u8] = b"hard_state";
+const LEGACY_LOG_TREE: &str = "log";
 const SNAPSHOT_TREE: &str = "snapshot";
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
 const INSTALLING_KEY: &[u8] = b"installing";
@@ -74,8 +76,7 @@ pub enum Boot {
 pub struct Storage {
     dir: PathBuf,
     db: sled::Db,
-    hard_state_tree: sled::Tree,
-    log_tree: sled::Tree,
+    wal: wal::Wal,
     snapshot_tree: sled::Tree,
     kv_tree: sled::Tree,
     /// Peer id (u64 big-endian) → the incarnation this member has seen it in.
@@ -87,7 +88,7 @@ pub struct Storage {
     snapshot: Option<SnapshotMeta>,
     /// A snapshot installation that was under way when the member stopped.
     interrupted_install: Option<SnapshotMeta>,
-    /// Index of the last entry in the log tree (the snapshot's if none).
+    /// Index of the last entry in the log (the snapshot's if none).
     last_index: Index,
     /// The log read at `open`, handed to the core once by [`Storage::boot`].
     restored_entries: Vec<Entry>,
@@ -221,16 +222,21 @@ impl Storage {
         self.sync()
     }
 
-    /// Makes every write so far durable (flush, then fdatasync of sled's
-    /// blobs and data file).
+    /// Makes every write so far durable: the log's, and sled's (flush, then
+    /// fdatasync of its blobs and data file).
     pub fn sync(&mut self) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
+        self.wal.sync()?;
         self.files.sync(&self.db)?;
+        self.record_sync_time(started.elapsed());
+        Ok(())
+    }
+
+    fn record_sync_time(&mut self, took: std::time::Duration) {
         // Bounded: a caller that never takes them must not grow this forever.
         if self.sync_times.len() < 1024 {
-            self.sync_times.push(started.elapsed());
+            self.sync_times.push(took);
         }
-        Ok(())
     }
 
     /// The durations of the syncs since the last call.
@@ -266,9 +272,7 @@ impl Storage {
     /// Drops the whole log: nothing of it survives a snapshot that does not
     /// match it (§7, receiver steps 7-8). Idempotent.
     pub(crate) fn clear_log_for_install(&mut self) -> Result<(), StorageError> {
-        self.log_tree
-            .clear()
-            .map_err(|e| StorageError::sled(&self.dir, "clear the log", e))?;
+        self.wal.reset(&self.hard_state)?;
         self.restored_entries.clear();
         Ok(())
     }

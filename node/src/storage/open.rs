@@ -15,11 +15,12 @@ use kuberaft_proto::raft as pb;
 use super::error::StorageError;
 use super::identity::{IDENTITY_FILE_TMP, Identity, IdentityRecord};
 use super::sync::{SledFiles, sync_dir};
+use super::wal::{Recovered, Wal};
 use super::{
-    HARD_STATE_KEY, HARD_STATE_TREE, IDENTITY_KEY, IDENTITY_TREE, INSTALLING_KEY, KV_TREE,
-    LOG_TREE, PEERS_TREE, SNAPSHOT_META_KEY, SNAPSHOT_TREE, Storage, record, snapshot_files,
+    FORMAT_VERSION, IDENTITY_KEY, IDENTITY_TREE, INSTALLING_KEY, KV_TREE, PEERS_TREE,
+    SNAPSHOT_META_KEY, SNAPSHOT_TREE, Storage, legacy, record, snapshot_files,
 };
-use crate::raft::{HardState, SnapshotMeta};
+use crate::raft::SnapshotMeta;
 
 /// Entries that do not make a directory "not empty": a freshly formatted
 /// ext4 volume has `lost+found`, and a first start that crashed may have left
@@ -72,7 +73,14 @@ impl Storage {
             .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|e| StorageError::sled(&dir, "open its store", e))?;
-        check_identity_tree(&dir, &db, &record)?;
+        let mut record = record;
+        let store_behind = check_identity_tree(&dir, &db, &record)?;
+        if record.format_version < FORMAT_VERSION {
+            legacy::migrate(&dir, &db, &mut record)?;
+        } else if store_behind || legacy::has_old_trees(&db) {
+            // A migration passed its commit point and stopped.
+            legacy::finish(&dir, &db, &record)?;
+        }
         Storage::load(dir, db, record)
     }
 
@@ -82,19 +90,12 @@ impl Storage {
             db.open_tree(name)
                 .map_err(|e| StorageError::sled(&dir, format!("open tree {name}"), e))
         };
-        let hard_state_tree = tree(HARD_STATE_TREE)?;
-        let log_tree = tree(LOG_TREE)?;
         let snapshot_tree = tree(SNAPSHOT_TREE)?;
         let kv_tree = tree(KV_TREE)?;
         let peers_tree = tree(PEERS_TREE)?;
 
-        let hard_state = match get(&dir, &hard_state_tree, HARD_STATE_KEY, "hard state")? {
-            Some(v) => HardState::from(
-                record::open_message::<pb::HardState>(&v)
-                    .map_err(|e| StorageError::corrupt(&dir, format!("the hard state: {e}")))?,
-            ),
-            None => HardState::default(),
-        };
+        let (wal, recovered) = Wal::open(&dir)?;
+        let hard_state = recovered.hard_state.unwrap_or_default();
         let snapshot = read_meta(&dir, &snapshot_tree, SNAPSHOT_META_KEY, "snapshot metadata")?;
         let interrupted_install = read_meta(
             &dir,
@@ -111,8 +112,7 @@ impl Storage {
         let mut storage = Storage {
             dir,
             db,
-            hard_state_tree,
-            log_tree,
+            wal,
             snapshot_tree,
             kv_tree,
             peers_tree,
@@ -138,9 +138,9 @@ impl Storage {
             }
             (Some(meta), None) => {
                 let meta = meta.clone();
-                storage.load_log(&meta)?;
+                storage.load_log(&meta, recovered)?;
             }
-            (None, None) => storage.check_fresh()?,
+            (None, None) => storage.check_fresh(&recovered)?,
         }
         storage.files.sync_all(&storage.db)?;
         sync_dir(&storage.snapshot_dir())
@@ -150,8 +150,8 @@ impl Storage {
 
     /// A data dir without snapshot metadata was never bootstrapped, so it
     /// can hold no log: if it does, the metadata was lost.
-    fn check_fresh(&self) -> Result<(), StorageError> {
-        if !self.log_tree.is_empty() || !self.kv_tree.is_empty() {
+    fn check_fresh(&self, recovered: &Recovered) -> Result<(), StorageError> {
+        if !recovered.entries.is_empty() || !self.kv_tree.is_empty() {
             return Err(StorageError::corrupt(
                 &self.dir,
                 "it holds log entries or state machine data but no snapshot metadata (not even the initial membership)",
@@ -213,32 +213,42 @@ fn inspect(dir: &Path) -> Result<Found, StorageError> {
 
 /// The store's copy of the identity must agree with the file's. A store
 /// without one is the rest of an interrupted first start if it is empty
-/// (then the copy is written now), and damage otherwise.
+/// (then the copy is written now), and damage otherwise. Returns whether the
+/// copy is the same identity in an older format (a format migration passed
+/// its commit point, see `legacy.rs`).
 fn check_identity_tree(
     dir: &Path,
     db: &sled::Db,
     record: &IdentityRecord,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let tree = db
         .open_tree(IDENTITY_TREE)
         .map_err(|e| StorageError::sled(dir, "open tree identity", e))?;
     match get(dir, &tree, IDENTITY_KEY, "identity")? {
         Some(v) => {
             let stored = IdentityRecord::decode(dir, &v)?;
+            let older_copy = stored.format_version < record.format_version
+                && IdentityRecord {
+                    format_version: record.format_version,
+                    ..stored.clone()
+                } == *record;
+            if older_copy {
+                return Ok(true);
+            }
             if stored != *record {
                 return Err(StorageError::corrupt(
                     dir,
                     format!("its identity file says {record:?} but its store says {stored:?}"),
                 ));
             }
-            Ok(())
+            Ok(false)
         }
         None if store_is_empty(db) => {
             // Made durable by the sync at the end of `load`; if that never
             // happens, the next start gets here again.
             tree.insert(IDENTITY_KEY, record.encode())
                 .map_err(|e| StorageError::sled(dir, "record the identity", e))?;
-            Ok(())
+            Ok(false)
         }
         None => Err(StorageError::corrupt(
             dir,

@@ -216,8 +216,6 @@ fn a_compaction_interrupted_before_the_entries_went_is_finished_at_start() {
     }
     let mut s = open(tmp.path());
     assert_eq!(restored(&mut s).entries, entries(3..=5, 1));
-    drop(s);
-    tamper(tmp.path(), LOG_TREE, |t| assert_eq!(t.len(), 3));
 }
 
 #[test]
@@ -255,70 +253,162 @@ fn another_members_or_clusters_data_dir_is_refused_and_left_untouched() {
     assert_eq!(restored(&mut s).entries, entries(1..=5, 1));
 }
 
+/// The newest log segment's path and bytes.
+fn newest_segment(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+    let mut paths: Vec<_> = std::fs::read_dir(dir.join(wal::WAL_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let path = paths.pop().unwrap();
+    let data = std::fs::read(&path).unwrap();
+    (path, data)
+}
+
 #[test]
 fn a_log_entry_with_a_flipped_byte_is_refused() {
     let (tmp, _) = populated();
-    tamper(tmp.path(), LOG_TREE, |t| {
-        let key = 3u64.to_be_bytes();
-        let mut v = t.get(key).unwrap().unwrap().to_vec();
-        let last = v.len() - 1;
-        v[last] ^= 0x20;
-        t.insert(key, v).unwrap();
-    });
+    let (path, mut data) = newest_segment(tmp.path());
+    let at = data.windows(5).position(|w| w == b"cmd 3").unwrap();
+    data[at + 1] ^= 0x20;
+    std::fs::write(&path, &data).unwrap();
     let err = storage_open(tmp.path(), &identity(1)).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, StorageError::Corrupt { .. }), "{msg}");
-    assert!(msg.contains("log entry 3"), "{msg}");
+    assert!(msg.contains("the record after log entry 2"), "{msg}");
     assert!(msg.contains("checksum"), "{msg}");
     assert!(msg.contains(&tmp.path().display().to_string()), "{msg}");
     assert!(msg.contains("remove this member"), "{msg}");
-    // Nothing was reset: the damaged entry and its neighbours are as they were.
-    tamper(tmp.path(), LOG_TREE, |t| {
-        assert_eq!(t.len(), 5);
-        let v = t.get(3u64.to_be_bytes()).unwrap().unwrap();
-        assert!(record::open(&v).is_err());
-    });
+    // Nothing was reset: the damaged segment is as it was.
+    assert_eq!(newest_segment(tmp.path()).1, data);
     assert!(storage_open(tmp.path(), &identity(1)).is_err());
 }
 
 #[test]
 fn a_gap_in_the_log_is_refused() {
-    let (tmp, _) = populated();
-    tamper(tmp.path(), LOG_TREE, |t| {
-        t.remove(3u64.to_be_bytes()).unwrap();
-    });
+    let (tmp, hs) = populated();
+    {
+        // Behind `persist`'s back, which refuses to write a gap.
+        let mut s = open(tmp.path());
+        s.wal.append(&entries(7..=7, 1), None, &hs).unwrap();
+        s.wal.sync().unwrap();
+    }
     let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
         .to_string();
     assert!(
-        msg.contains("the log has a gap: entry 4 follows entry 2"),
+        msg.contains("the log has a gap: entry 7 follows entry 5"),
         "{msg}"
     );
 }
 
 #[test]
-fn an_entry_under_the_wrong_key_or_a_damaged_hard_state_is_refused() {
-    let (tmp, _) = populated();
-    tamper(tmp.path(), LOG_TREE, |t| {
-        let two = t.get(2u64.to_be_bytes()).unwrap().unwrap();
-        t.insert(3u64.to_be_bytes(), two).unwrap();
-    });
+fn a_log_that_does_not_go_on_from_the_snapshot_or_a_damaged_hard_state_is_refused() {
+    let (tmp, hs) = populated();
+    {
+        let mut s = open(tmp.path());
+        s.wal.reset(&hs).unwrap();
+        s.wal.append(&entries(9..=9, 1), None, &hs).unwrap();
+        s.wal.sync().unwrap();
+    }
     let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
         .to_string();
-    assert!(msg.contains("wrong key"), "{msg}");
+    assert!(
+        msg.contains("the log starts at entry 9, but the snapshot ends at 0"),
+        "{msg}"
+    );
 
+    // The hard state is the last record `populated` wrote (commit index 3).
     let (tmp, _) = populated();
-    tamper(tmp.path(), HARD_STATE_TREE, |t| {
-        t.insert(HARD_STATE_KEY, &b"\0\0\0\0junk"[..]).unwrap();
-    });
+    let (path, mut data) = newest_segment(tmp.path());
+    let last = data.iter().rposition(|b| *b != 0).unwrap();
+    data[last] ^= 0x01;
+    std::fs::write(&path, &data).unwrap();
     let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
         .to_string();
-    assert!(msg.contains("the hard state"), "{msg}");
+    assert!(msg.contains("the record after log entry 5"), "{msg}");
+    assert!(msg.contains("checksum"), "{msg}");
+}
+
+/// Rewrites a data dir as format 1 left it: the log and the hard state in
+/// sled, no `wal/`. With `identity_file_format` 2 it is instead what a
+/// migration that stopped right after its commit point left: the new log
+/// and identity file, the old trees and store identity.
+fn make_format_1(dir: &Path, identity_file_format: u32) {
+    let mut record = {
+        let s = open(dir);
+        s.identity().clone()
+    };
+    let (log, hs) = {
+        let mut s = open(dir);
+        let r = restored(&mut s);
+        (r.entries, r.hard_state)
+    };
+    record.format_version = 1;
+    let db = retry_while_locked(|| sled::Config::new().path(dir).open()).unwrap();
+    db.open_tree(IDENTITY_TREE)
+        .unwrap()
+        .insert(IDENTITY_KEY, record.encode())
+        .unwrap();
+    let log_tree = db.open_tree(LEGACY_LOG_TREE).unwrap();
+    for e in &log {
+        log_tree
+            .insert(
+                e.index.to_be_bytes(),
+                record::seal_message(&kuberaft_proto::raft::Entry::from(e)),
+            )
+            .unwrap();
+    }
+    db.open_tree(LEGACY_HARD_STATE_TREE)
+        .unwrap()
+        .insert(
+            LEGACY_HARD_STATE_KEY,
+            record::seal_message(&kuberaft_proto::raft::HardState::from(&hs)),
+        )
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+    if identity_file_format == 1 {
+        std::fs::remove_dir_all(dir.join(wal::WAL_DIR)).unwrap();
+    }
+    record.format_version = identity_file_format;
+    record.write_file(dir).unwrap();
+}
+
+#[test]
+fn a_format_1_data_dir_is_moved_to_the_write_ahead_log() {
+    for identity_file_format in [1, FORMAT_VERSION] {
+        let (tmp, hs) = populated();
+        make_format_1(tmp.path(), identity_file_format);
+        if identity_file_format == 1 {
+            // What an earlier migration that crashed before its commit point
+            // left: it is discarded and done again.
+            std::fs::create_dir(tmp.path().join(wal::WAL_DIR)).unwrap();
+            std::fs::write(
+                tmp.path().join(wal::WAL_DIR).join("0000000000000001.wal"),
+                b"junk",
+            )
+            .unwrap();
+        }
+        {
+            let mut s = open(tmp.path());
+            assert_eq!(s.identity().format_version, FORMAT_VERSION);
+            let r = restored(&mut s);
+            assert_eq!(r.hard_state, hs, "from file format {identity_file_format}");
+            assert_eq!(r.entries, entries(1..=5, 1));
+            s.persist(None, &entries(6..=6, 1), true).unwrap();
+        }
+        let on_disk = IdentityRecord::read_file(tmp.path()).unwrap().unwrap();
+        assert_eq!(on_disk.format_version, FORMAT_VERSION);
+        let mut s = open(tmp.path());
+        assert_eq!(restored(&mut s).entries.len(), 6);
+        assert!(!legacy::has_old_trees(&s.db));
+    }
 }
 
 #[test]
@@ -502,16 +592,29 @@ fn identity_member_zero_and_empty_cluster_are_refused() {
 }
 
 #[test]
-fn large_entries_go_to_sleds_blob_files_which_are_synced_and_read_back() {
+fn large_values_go_to_sleds_blob_files_which_are_synced_and_read_back() {
     let (tmp, _) = populated();
     // Above sled's blob threshold (segment_size / 4, 128 KiB by default).
-    let big = Entry::normal(1, 6, Bytes::from(vec![0x5a; 300 << 10]));
+    let big = vec![0x5a; 300 << 10];
     {
         let mut s = open(tmp.path());
-        s.persist(None, std::slice::from_ref(&big), true).unwrap();
+        s.kv_tree().insert(b"big", big.clone()).unwrap();
+        s.sync().unwrap();
         let blobs = std::fs::read_dir(tmp.path().join("blobs")).unwrap().count();
         assert!(blobs > 0, "sled wrote no blob for a 300 KiB value");
         assert_eq!(s.files.synced_blob_count(), blobs);
+    }
+    let s = open(tmp.path());
+    assert_eq!(s.kv_tree().get(b"big").unwrap().unwrap().as_ref(), &big[..]);
+}
+
+#[test]
+fn a_large_entry_is_appended_and_read_back() {
+    let (tmp, _) = populated();
+    let big = Entry::normal(1, 6, Bytes::from(vec![0x5a; 1 << 20]));
+    {
+        let mut s = open(tmp.path());
+        s.persist(None, std::slice::from_ref(&big), true).unwrap();
     }
     let mut s = open(tmp.path());
     assert_eq!(restored(&mut s).entries.last(), Some(&big));
