@@ -35,7 +35,7 @@
 //! node.snapshot_meta_at(image.applied_index)`, then
 //! `kv::snapshot_file::write(&disk.storage.snapshot_dir(), &meta, &image)` on a
 //! blocking thread; when it returns, on the event loop,
-//! `disk.storage.compact(&meta)` and then `node.compact(meta)`.
+//! `disk.compact(&meta)` and then `node.compact(meta)`.
 //!
 //! The transport sends `disk.storage.snapshot_path(&meta)` with
 //! `kv::transfer::SnapshotChunks`, and receives into
@@ -74,7 +74,7 @@ use std::path::Path;
 use crate::kv::{SnapshotImage, StateMachine, snapshot_file};
 use crate::raft::SnapshotMeta;
 use crate::storage::snapshot_files;
-use crate::storage::{Boot, Identity, Storage, StorageError};
+use crate::storage::{Boot, Identity, LogTrim, Storage, StorageError};
 
 /// The storage and the state machine of one member.
 pub struct Disk {
@@ -124,6 +124,15 @@ impl Disk {
             },
             boot,
         ))
+    }
+
+    /// Records snapshot `meta` (its file durable) and releases the log it
+    /// covers. The state machine's staged writes go to sled first, so the
+    /// sync in [`Storage::compact`] makes the tree durable at or past the
+    /// snapshot before any entry it could be rebuilt from leaves the log.
+    pub fn compact(&mut self, meta: &SnapshotMeta) -> Result<LogTrim, StorageError> {
+        self.state_machine.flush()?;
+        self.storage.compact(meta)
     }
 
     /// Installs the snapshot `meta` that the core accepted from the leader

@@ -12,7 +12,7 @@ use kuberaft_proto::kv as pb;
 use kuberaft_proto::kv::command::Op;
 use prost::Message as _;
 
-use super::{KvMap, Versioned, tree};
+use super::{KvMap, Versioned, Writes, tree};
 use crate::raft::Index;
 
 /// What a command did, for the client that proposed it. The index of the
@@ -36,12 +36,7 @@ pub enum ApplyResult {
 
 /// Applies the command in `data` (entry `index`) to `map`, and records the
 /// same change in `batch` for the kv tree.
-pub(crate) fn apply(
-    map: &mut KvMap,
-    batch: &mut sled::Batch,
-    index: Index,
-    data: &[u8],
-) -> ApplyResult {
+pub(crate) fn apply(map: &mut KvMap, batch: &mut Writes, index: Index, data: &[u8]) -> ApplyResult {
     let command = match pb::Command::decode(data) {
         Ok(c) => c,
         Err(e) => {
@@ -78,7 +73,7 @@ pub(crate) fn apply(
     }
 }
 
-fn set(map: &mut KvMap, batch: &mut sled::Batch, index: Index, key: Vec<u8>, value: Vec<u8>) {
+fn set(map: &mut KvMap, batch: &mut Writes, index: Index, key: Vec<u8>, value: Vec<u8>) {
     let v = Versioned {
         value: Bytes::from(value),
         mod_index: index,

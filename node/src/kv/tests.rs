@@ -370,3 +370,41 @@ fn a_broken_transfer_is_refused_and_leaves_no_file() {
     let mut rx = SnapshotReceiver::begin(rx_dir.path(), &file.meta, 4, file.crc32).unwrap();
     assert!(rx.write(0, &bytes).is_err());
 }
+
+#[test]
+fn staged_writes_reach_sled_in_one_batch_when_enough_has_gathered() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (_storage, mut sm) = open(tmp.path());
+        let (_, unwritten) = sm.apply_in_memory(&history()).unwrap();
+        sm.write(unwritten).unwrap();
+        assert_eq!(sm.applied_index(), 7);
+        // Dropped without a flush: as after a crash.
+    }
+    {
+        let (_storage, mut sm) = open(tmp.path());
+        // Nothing reached sled: the entries are applied again from the log,
+        // with the same results.
+        assert_eq!(sm.applied_index(), 0);
+        assert_eq!(value(&sm, "a"), None);
+        let (_, unwritten) = sm.apply_in_memory(&history()).unwrap();
+        sm.write(unwritten).unwrap();
+        // Many writes of one key gather into one change, then are written
+        // once enough entries have gathered.
+        let mut index = 7;
+        while index < FLUSH_ENTRIES {
+            index += 1;
+            let (_, unwritten) = sm
+                .apply_in_memory(&[entry(index, put("a", &index.to_string()))])
+                .unwrap();
+            assert!(sm.staged.changes.len() <= 2, "one change per key");
+            sm.write(unwritten).unwrap();
+        }
+        assert!(sm.staged.is_empty(), "written when due");
+    }
+    let (_storage, sm) = open(tmp.path());
+    let last = FLUSH_ENTRIES;
+    assert_eq!(sm.applied_index(), last);
+    assert_eq!(value(&sm, "a"), Some((last.to_string(), last)));
+    assert_eq!(value(&sm, "b"), None);
+}

@@ -574,7 +574,6 @@ impl EventLoop {
         // covered entries go — from the disk and from the core's memory.
         let trim = self
             .disk
-            .storage
             .compact(&meta)
             .map_err(|e| format!("cannot compact the log: {e}"))?;
         self.node.compact(meta.clone());
