@@ -115,7 +115,7 @@ impl Wal {
         }
         seqs.sort_unstable();
         if seqs.is_empty() {
-            segment::prepare(&dir, segment_bytes).map_err(|e| io("prepare a log segment", e))?;
+            segment::prepare(&dir, segment_bytes, 0).map_err(|e| io("prepare a log segment", e))?;
             segment::install(&dir, 1).map_err(|e| io("create a log segment", e))?;
             seqs.push(1);
         }
@@ -194,7 +194,12 @@ impl Wal {
         }
         if self.next.is_none() && self.offset > self.capacity / 2 {
             let (dir, bytes) = (self.dir.clone(), self.segment_bytes);
-            self.next = Some(std::thread::spawn(move || segment::prepare(&dir, bytes)));
+            // If the thread cannot start, the next rotation prepares the
+            // segment itself.
+            self.next = std::thread::Builder::new()
+                .name("wal-prepare".into())
+                .spawn(move || segment::prepare(&dir, bytes, segment::BACKGROUND_RATE))
+                .ok();
         }
         Ok(())
     }
@@ -257,7 +262,7 @@ impl Wal {
             Some(handle) => handle
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the preparing thread panicked"))),
-            None => segment::prepare(&self.dir, self.segment_bytes),
+            None => segment::prepare(&self.dir, self.segment_bytes, 0),
         };
         let file = prepared.map_err(|e| self.io_error("prepare a log segment", e))?;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);

@@ -19,9 +19,10 @@ use crate::storage::sync::{PacedFile, sync_dir};
 /// Preallocated size of a segment. At 3 MB/s of log (about 9,000 writes/s of
 /// 256 bytes) one lasts about three seconds.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
-/// Zeros are written at most this fast, so preparing a segment never floods
-/// the disk that the log's fsyncs wait on.
-const PREPARE_RATE: u64 = 64_000_000;
+/// Zeros are written at most this fast when a segment is prepared ahead, so
+/// it never floods the disk that the log's fsyncs wait on. One prepared
+/// while the log waits for it is written at full speed.
+pub const BACKGROUND_RATE: u64 = 64_000_000;
 /// The name a segment is prepared under until the log takes it.
 pub const PREPARING: &str = "next.tmp";
 const SUFFIX: &str = ".wal";
@@ -40,9 +41,9 @@ pub fn parse_name(name: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Writes `<dir>/next.tmp` full of zeros and syncs it; returns it open for
-/// reading and writing. Blocking: run it on its own thread.
-pub fn prepare(dir: &Path, bytes: u64) -> std::io::Result<File> {
+/// Writes `<dir>/next.tmp` full of zeros (at most `rate` bytes/s, 0: no
+/// limit) and syncs it; returns it open for reading and writing. Blocking.
+pub fn prepare(dir: &Path, bytes: u64, rate: u64) -> std::io::Result<File> {
     let path = dir.join(PREPARING);
     let file = OpenOptions::new()
         .read(true)
@@ -50,7 +51,7 @@ pub fn prepare(dir: &Path, bytes: u64) -> std::io::Result<File> {
         .create(true)
         .truncate(true)
         .open(&path)?;
-    let mut out = PacedFile::new(file.try_clone()?, RateLimit::new(PREPARE_RATE));
+    let mut out = PacedFile::new(file.try_clone()?, RateLimit::new(rate));
     let zeros = vec![0u8; 1 << 20];
     let mut left = bytes;
     while left > 0 {
@@ -86,7 +87,7 @@ mod tests {
     #[test]
     fn a_prepared_segment_is_zeros_of_its_size() {
         let tmp = tempfile::tempdir().unwrap();
-        prepare(tmp.path(), 3 << 20).unwrap();
+        prepare(tmp.path(), 3 << 20, 0).unwrap();
         let path = install(tmp.path(), 7).unwrap();
         let data = std::fs::read(&path).unwrap();
         assert_eq!(data.len(), 3 << 20);
