@@ -124,13 +124,15 @@ impl Wal {
         let mut end = 0;
         for (i, seq) in seqs.iter().enumerate() {
             let path = dir.join(segment::name(*seq));
-            let data = std::fs::read(&path).map_err(|e| io("read a log segment", e))?;
+            let map = map_segment(&path).map_err(|e| io("read a log segment", e))?;
+            let data: &[u8] = map.as_deref().unwrap_or(&[]);
             let is_last = i + 1 == seqs.len();
-            let (max_index, at) = replay(data_dir, &path, &data, is_last, &mut recovered)?;
+            let (max_index, at) = replay(data_dir, &path, data, is_last, &mut recovered)?;
             if is_last {
                 end = at;
-                zero_tail(data_dir, &path, &data, at)?;
+                zero_tail(data_dir, &path, data, at)?;
             }
+            drop(map);
             segments.push(Segment {
                 seq: *seq,
                 path,
@@ -301,6 +303,20 @@ impl Drop for Wal {
             let _ = handle.join();
         }
     }
+}
+
+/// A segment's bytes, mapped rather than read: read into the heap, the 8 MiB
+/// stayed in the allocator's arena for good and an idle member grew from
+/// about 15 to 21 MiB resident; mapped pages go with the mapping.
+fn map_segment(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
+    let file = File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the map is read while nothing writes the file: only this
+    // member writes its log, after `open` has returned (sled's lock on the
+    // data dir keeps a second member process out).
+    unsafe { memmap2::Mmap::map(&file) }.map(Some)
 }
 
 /// Removes a segment file; one already gone is fine.
