@@ -149,7 +149,7 @@ impl Wal {
             .metadata()
             .map_err(|e| io("read the newest log segment's size", e))?
             .len();
-        let wal = Wal {
+        let mut wal = Wal {
             dir,
             segments,
             file,
@@ -159,6 +159,15 @@ impl Wal {
             segment_bytes,
             buf: Vec::new(),
         };
+        if let Some(hs) = recovered.hard_state {
+            // The newest segment must hold the hard state: the older ones
+            // may all be removed by a compaction. A crash right after a new
+            // segment was named, before its first record, leaves it without.
+            let mut head = Vec::new();
+            frame::encode_hard_state(&mut head, &hs);
+            wal.write(&head)?;
+            wal.sync()?;
+        }
         Ok((wal, recovered))
     }
 

@@ -246,3 +246,36 @@ fn a_segment_left_half_prepared_is_discarded() {
     assert_eq!(r.entries.len(), 2);
     assert!(!prepared.exists());
 }
+
+#[test]
+fn the_hard_state_survives_a_crash_between_naming_a_segment_and_writing_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = open(tmp.path());
+        wal.append(&entries(1..=3, 1), Some(&hs(5, 3)), &HardState::default())
+            .unwrap();
+        wal.sync().unwrap();
+    }
+    // The crash: the next segment was named, nothing written to it.
+    let wal_dir = tmp.path().join(WAL_DIR);
+    segment::prepare(&wal_dir, SMALL, 0).unwrap();
+    segment::install(&wal_dir, 2).unwrap();
+    {
+        let (mut wal, r) = open(tmp.path());
+        assert_eq!(r.hard_state, Some(hs(5, 3)));
+        wal.append(&entries(4..=4, 5), None, &hs(5, 3)).unwrap();
+        wal.sync().unwrap();
+        // A snapshot covers everything in the first segment.
+        for p in wal.release_up_to(3) {
+            remove_segment(&p).unwrap();
+        }
+        assert_eq!(wal.segment_count(), 1);
+    }
+    let (_, r) = open(tmp.path());
+    assert_eq!(
+        r.hard_state,
+        Some(hs(5, 3)),
+        "the term and vote are not lost"
+    );
+    assert_eq!(indexes(&r), vec![(4, 5)]);
+}
