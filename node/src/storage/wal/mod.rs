@@ -54,6 +54,10 @@ pub use frame::Record;
 /// The log's directory inside a data dir.
 pub const WAL_DIR: &str = "wal";
 
+/// A segment is left for a new one only past this much, so a batch larger
+/// than a segment is written once into a new segment, which grows.
+const ROTATE_AFTER: u64 = 4096;
+
 /// What replaying the log found.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -187,10 +191,9 @@ impl Wal {
         if let Some(hs) = hard_state {
             frame::encode_hard_state(&mut self.buf, hs);
         }
-        let holds_entries = self.segments.last().is_some_and(|s| s.max_index > 0);
-        if self.offset + self.buf.len() as u64 > self.capacity && holds_entries {
-            // A batch never spans two segments; one too big for an empty
-            // segment grows it.
+        // A batch never spans two segments; one too big for a segment that
+        // holds little more than its head grows it instead.
+        if self.offset + self.buf.len() as u64 > self.capacity && self.offset > ROTATE_AFTER {
             self.rotate(current, false)?;
         }
         let buf = std::mem::take(&mut self.buf);

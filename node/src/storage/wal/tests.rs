@@ -279,3 +279,23 @@ fn the_hard_state_survives_a_crash_between_naming_a_segment_and_writing_to_it() 
     );
     assert_eq!(indexes(&r), vec![(4, 5)]);
 }
+
+#[test]
+fn a_batch_larger_than_a_segment_grows_one_and_the_log_goes_on_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big: Vec<Entry> = (1..=3)
+        .map(|i| Entry::normal(1, i, Bytes::from(vec![3u8; 40 << 10])))
+        .collect();
+    {
+        let (mut wal, _) = open(tmp.path());
+        wal.append(&entries(1..=0, 1), Some(&hs(1, 0)), &HardState::default())
+            .unwrap();
+        wal.append(&big, None, &hs(1, 0)).unwrap();
+        wal.append(&entries(4..=5, 1), None, &hs(1, 0)).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.segment_count(), 2, "the grown one, then a new one");
+    }
+    let (_, r) = open(tmp.path());
+    assert_eq!(r.entries.len(), 5);
+    assert_eq!(r.entries[..3], big[..]);
+}
