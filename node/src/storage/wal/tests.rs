@@ -288,7 +288,7 @@ fn a_batch_larger_than_a_segment_grows_one_and_the_log_goes_on_after_it() {
         .collect();
     {
         let (mut wal, _) = open(tmp.path());
-        wal.append(&entries(1..=0, 1), Some(&hs(1, 0)), &HardState::default())
+        wal.append(&[], Some(&hs(1, 0)), &HardState::default())
             .unwrap();
         wal.append(&big, None, &hs(1, 0)).unwrap();
         wal.append(&entries(4..=5, 1), None, &hs(1, 0)).unwrap();
