@@ -145,16 +145,21 @@ impl Disk {
         let started = std::time::Instant::now();
         let path = self.storage.snapshot_path(meta);
         let (file, image) = snapshot_file::read(&path)?;
+        let read = started.elapsed();
         check_file_meta(&self.storage, &file.meta, meta)?;
         crash_point("before-commit-point");
         self.storage.begin_install(meta)?;
         crash_point("after-commit-point");
-        roll_forward(&mut self.storage, &mut self.state_machine, meta, image)?;
+        let steps = roll_forward(&mut self.storage, &mut self.state_machine, meta, image)?;
         tracing::info!(
             index = meta.last_included_index,
             term = meta.last_included_term,
             keys = self.state_machine.len(),
             seconds = started.elapsed().as_secs_f64(),
+            read_seconds = read.as_secs_f64(),
+            log_cleared_seconds = steps.log_cleared.as_secs_f64(),
+            state_machine_seconds = steps.state_machine.as_secs_f64(),
+            sync_seconds = steps.synced.as_secs_f64(),
             "installed snapshot from the leader"
         );
         snapshot_files::remove_old(
@@ -166,24 +171,38 @@ impl Disk {
     }
 }
 
+/// How long the steps of an installation took, for its log line.
+struct InstallSteps {
+    log_cleared: std::time::Duration,
+    state_machine: std::time::Duration,
+    synced: std::time::Duration,
+}
+
 /// Steps 2-4 of the installation (see the module's documentation).
 fn roll_forward(
     storage: &mut Storage,
     state_machine: &mut StateMachine,
     meta: &SnapshotMeta,
     image: SnapshotImage,
-) -> Result<(), StorageError> {
+) -> Result<InstallSteps, StorageError> {
+    let started = std::time::Instant::now();
     storage.clear_log_for_install()?;
     crash_point("after-log-cleared");
+    let log_cleared = started.elapsed();
     state_machine.install(image)?;
     crash_point("after-state-machine-replaced");
+    let state_machine = started.elapsed() - log_cleared;
     // Durable before the installation record goes, whatever order sled
     // recovers its writes in after a crash.
     storage.sync()?;
     crash_point("after-replacement-synced");
     storage.finish_install(meta)?;
     crash_point("after-finish");
-    Ok(())
+    Ok(InstallSteps {
+        log_cleared,
+        state_machine,
+        synced: started.elapsed() - log_cleared - state_machine,
+    })
 }
 
 fn check_file_meta(

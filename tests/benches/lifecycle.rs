@@ -183,7 +183,14 @@ async fn main() {
         if line.contains("installed snapshot from the leader")
             && let Some(secs) = field(line, "seconds")
         {
-            println!("snapshot install on the new member: {secs:.2} s");
+            let step = |name| field(line, name).map_or("?".to_string(), |s| format!("{s:.2} s"));
+            println!(
+                "snapshot install on the new member: {secs:.2} s (reading the file {}, clearing the log {}, the state machine {}, syncing {})",
+                step("read_seconds"),
+                step("log_cleared_seconds"),
+                step("state_machine_seconds"),
+                step("sync_seconds")
+            );
         }
     }
     // The leader's side: from opening the file to the follower's answer,
