@@ -45,8 +45,8 @@
 //!
 //! # Installing a snapshot, crash-safely
 //!
-//! A snapshot from the leader replaces the log, the state machine and the
-//! snapshot metadata, which live in three sled trees (and a sled batch is
+//! A snapshot from the leader replaces the log (in the write-ahead log), the
+//! state machine and the snapshot metadata (two sled trees; a sled batch is
 //! atomic only within one tree). The installation is therefore a redo
 //! protocol with one commit point:
 //!
@@ -57,7 +57,8 @@
 //!    (the received file is an orphan, removed at the next start); once it
 //!    is durable, the installation will complete.
 //! 2. The log is cleared (§7: nothing of it survives a snapshot that does
-//!    not match it).
+//!    not match it): a new segment starting with a reset record, the old
+//!    segments removed.
 //! 3. The state machine's tree is replaced by the file's data, applied index
 //!    last.
 //! 4. A sync; then one batch sets `snapshot/meta = meta` and removes
