@@ -15,7 +15,7 @@ use kuberaft_proto::raft as pb;
 use super::error::StorageError;
 use super::identity::{IDENTITY_FILE_TMP, Identity, IdentityRecord};
 use super::sync::{SledFiles, sync_dir};
-use super::wal::{Recovered, Wal};
+use super::wal::{self, Recovered, Wal};
 use super::{
     FORMAT_VERSION, IDENTITY_KEY, IDENTITY_TREE, INSTALLING_KEY, KV_TREE, PEERS_TREE,
     SNAPSHOT_META_KEY, SNAPSHOT_TREE, Storage, legacy, record, snapshot_files,
@@ -94,9 +94,20 @@ impl Storage {
         let kv_tree = tree(KV_TREE)?;
         let peers_tree = tree(PEERS_TREE)?;
 
+        let snapshot = read_meta(&dir, &snapshot_tree, SNAPSHOT_META_KEY, "snapshot metadata")?;
+        if snapshot.is_some() && !Wal::exists(&dir) {
+            // Starting with an empty log would forget the term and the vote:
+            // the member could vote twice in one term.
+            return Err(StorageError::corrupt(
+                &dir,
+                format!(
+                    "it was bootstrapped but its write-ahead log ({}/) is gone, and with it the log, the term and the vote",
+                    wal::WAL_DIR
+                ),
+            ));
+        }
         let (wal, recovered) = Wal::open(&dir)?;
         let hard_state = recovered.hard_state.unwrap_or_default();
-        let snapshot = read_meta(&dir, &snapshot_tree, SNAPSHOT_META_KEY, "snapshot metadata")?;
         let interrupted_install = read_meta(
             &dir,
             &snapshot_tree,

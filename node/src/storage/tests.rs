@@ -619,3 +619,15 @@ fn a_large_entry_is_appended_and_read_back() {
     let mut s = open(tmp.path());
     assert_eq!(restored(&mut s).entries.last(), Some(&big));
 }
+
+#[test]
+fn a_bootstrapped_data_dir_without_its_write_ahead_log_is_refused_and_left_untouched() {
+    let (tmp, _) = populated();
+    std::fs::remove_dir_all(tmp.path().join(wal::WAL_DIR)).unwrap();
+    let msg = storage_open(tmp.path(), &identity(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("write-ahead log (wal/) is gone"), "{msg}");
+    assert!(!tmp.path().join(wal::WAL_DIR).exists(), "no new log made");
+}

@@ -98,6 +98,15 @@ impl Wal {
         Wal::open_with(data_dir, segment::SEGMENT_BYTES)
     }
 
+    /// Whether `data_dir` holds a log segment (read-only: nothing is created).
+    pub fn exists(data_dir: &Path) -> bool {
+        std::fs::read_dir(data_dir.join(WAL_DIR)).is_ok_and(|names| {
+            names
+                .filter_map(Result::ok)
+                .any(|e| segment::parse_name(&e.file_name().to_string_lossy()).is_some())
+        })
+    }
+
     fn open_with(data_dir: &Path, segment_bytes: u64) -> Result<(Wal, Recovered), StorageError> {
         let dir = data_dir.join(WAL_DIR);
         let io = |what: &str, e| StorageError::io(data_dir, format!("{what} ({WAL_DIR}/)"), e);
