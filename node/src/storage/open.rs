@@ -107,7 +107,8 @@ impl Storage {
             ));
         }
         let (wal, recovered) = Wal::open(&dir)?;
-        let hard_state = recovered.hard_state.unwrap_or_default();
+        let stored_hard_state = recovered.hard_state;
+        let hard_state = stored_hard_state.unwrap_or_default();
         let interrupted_install = read_meta(
             &dir,
             &snapshot_tree,
@@ -152,6 +153,11 @@ impl Storage {
                 storage.load_log(&meta, recovered)?;
             }
             (None, None) => storage.check_fresh(&recovered)?,
+        }
+        if let Some(hs) = stored_hard_state {
+            // Only now that the log passed its checks: a refused dir is
+            // left as it was found.
+            storage.wal.rewrite_hard_state(&hs)?;
         }
         storage.files.sync_all(&storage.db)?;
         sync_dir(&storage.snapshot_dir())

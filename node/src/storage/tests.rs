@@ -312,6 +312,7 @@ fn a_log_that_does_not_go_on_from_the_snapshot_or_a_damaged_hard_state_is_refuse
         s.wal.append(&entries(9..=9, 1), None, &hs).unwrap();
         s.wal.sync().unwrap();
     }
+    let before = newest_segment(tmp.path()).1;
     let msg = storage_open(tmp.path(), &identity(1))
         .err()
         .unwrap()
@@ -319,6 +320,11 @@ fn a_log_that_does_not_go_on_from_the_snapshot_or_a_damaged_hard_state_is_refuse
     assert!(
         msg.contains("the log starts at entry 9, but the snapshot ends at 0"),
         "{msg}"
+    );
+    assert_eq!(
+        newest_segment(tmp.path()).1,
+        before,
+        "the refused log is left as it was"
     );
 
     // The hard state is the last record `populated` wrote (commit index 3).

@@ -162,7 +162,7 @@ impl Wal {
             .metadata()
             .map_err(|e| io("read the newest log segment's size", e))?
             .len();
-        let mut wal = Wal {
+        let wal = Wal {
             dir,
             segments,
             file,
@@ -172,16 +172,19 @@ impl Wal {
             segment_bytes,
             buf: Vec::new(),
         };
-        if let Some(hs) = recovered.hard_state {
-            // The newest segment must hold the hard state: the older ones
-            // may all be removed by a compaction. A crash right after a new
-            // segment was named, before its first record, leaves it without.
-            let mut head = Vec::new();
-            frame::encode_hard_state(&mut head, &hs);
-            wal.write(&head)?;
-            wal.sync()?;
-        }
         Ok((wal, recovered))
+    }
+
+    /// Writes `hard_state` into the newest segment, durably. The newest
+    /// segment must hold the hard state, because the older ones may all be
+    /// removed by a compaction, and a crash right after a new segment was
+    /// named, before its first record, leaves it without: the owner calls
+    /// this once the log it opened has passed its checks.
+    pub fn rewrite_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+        let mut head = Vec::new();
+        frame::encode_hard_state(&mut head, hard_state);
+        self.write(&head)?;
+        self.sync()
     }
 
     /// Appends `entries` (which may override a suffix, see the module doc)

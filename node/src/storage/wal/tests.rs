@@ -263,6 +263,8 @@ fn the_hard_state_survives_a_crash_between_naming_a_segment_and_writing_to_it() 
     {
         let (mut wal, r) = open(tmp.path());
         assert_eq!(r.hard_state, Some(hs(5, 3)));
+        // What `Storage::open` does once the log passed its checks.
+        wal.rewrite_hard_state(&hs(5, 3)).unwrap();
         wal.append(&entries(4..=4, 5), None, &hs(5, 3)).unwrap();
         wal.sync().unwrap();
         // A snapshot covers everything in the first segment.
