@@ -25,6 +25,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use super::pem::{self, CertSummary, Flags};
 use super::reload::Reloading;
 use super::{ALPN_H2, TlsFiles, explain};
+use crate::transport::gather::Gathered;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,19 +256,20 @@ impl AsyncWrite for ServerConn {
     }
 }
 
-pub type Incoming = Pin<Box<dyn Stream<Item = Result<ServerConn, io::Error>> + Send>>;
+pub type Incoming = Pin<Box<dyn Stream<Item = Result<Gathered<ServerConn>, io::Error>> + Send>>;
 
 /// Accepted connections of `listener`, with TCP_NODELAY (without it, an
 /// answer written in two segments waits for the client's delayed ACK) and
-/// keep-alive; through a TLS handshake when `tls` is set.
+/// keep-alive; through a TLS handshake when `tls` is set. Writes are
+/// gathered ([`Gathered`]).
 pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
     let tcp = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(30)));
     let Some(tls) = tls else {
-        return Box::pin(tcp.map(|r| r.map(ServerConn::Plain)));
+        return Box::pin(tcp.map(|r| r.map(|s| Gathered::new(ServerConn::Plain(s)))));
     };
-    let (tx, rx) = mpsc::channel::<Result<ServerConn, io::Error>>(64);
+    let (tx, rx) = mpsc::channel::<Result<Gathered<ServerConn>, io::Error>>(64);
     tokio::spawn(async move {
         let mut tcp = tcp;
         loop {
@@ -286,7 +288,7 @@ pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Some(conn) = accept(&tls, stream).await {
-                    let _ = tx.send(Ok(conn)).await;
+                    let _ = tx.send(Ok(Gathered::new(conn))).await;
                 }
             });
         }

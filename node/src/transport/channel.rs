@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use super::gather::Gathered;
 use super::resolve::resolve;
 use crate::tls::ClientTls;
 use crate::tls::client::ClientConn;
@@ -20,7 +21,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const TLS_FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// A lazily connected channel to `addr` (`host:port`). Every (re)connection
-/// resolves the name again. HTTP/2 keep-alive notices a peer that vanished
+/// resolves the name again. Writes are gathered ([`Gathered`]). HTTP/2 keep-alive notices a peer that vanished
 /// without closing the connection (a killed container often sends no reset).
 pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
     lazy_channel_with(addr, CONNECT_TIMEOUT, None)
@@ -77,11 +78,13 @@ pub fn lazy_channel_with(
                     .unwrap_or_else(|| std::io::Error::other(format!("no address for {target}"))));
             };
             let Some(tls) = tls else {
-                return Ok::<_, std::io::Error>(TokioIo::new(ClientConn::Plain(tcp)));
+                return Ok::<_, std::io::Error>(TokioIo::new(Gathered::new(ClientConn::Plain(
+                    tcp,
+                ))));
             };
             let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
             match tls.connect(tcp, host).await {
-                Ok(conn) => Ok(TokioIo::new(conn)),
+                Ok(conn) => Ok(TokioIo::new(Gathered::new(conn))),
                 Err(e) => {
                     log_tls_failure(&last_failure, &target, &e);
                     Err(e)

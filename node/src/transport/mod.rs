@@ -3,8 +3,11 @@
 //! Outgoing: one task per peer ([`peer`]) with a lazily connected channel that
 //! resolves the peer's DNS name again on every reconnect ([`resolve`],
 //! [`channel`]). Incoming: [`service`] hands requests to the event loop.
+//! Every gRPC connection, of peers and of clients, gathers its writes
+//! ([`gather`]).
 
 pub mod channel;
+pub mod gather;
 pub mod peer;
 pub mod resolve;
 pub mod service;
