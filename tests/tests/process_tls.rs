@@ -311,14 +311,14 @@ async fn presented_cert(addr: &str, tls: &ClientTls) -> Vec<u8> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let conn = tls.connect(tcp, "127.0.0.1").await.expect("handshake");
     match conn {
-        kuberaft_node::tls::client::ClientConn::Tls(s) => s
+        kuberaft_node::tls::conn::Conn::Tls(s) => s
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.to_vec())
             .expect("server certificate"),
-        kuberaft_node::tls::client::ClientConn::Plain(_) => panic!("no TLS"),
+        kuberaft_node::tls::conn::Conn::Plain(_) => panic!("no TLS"),
     }
 }
 

@@ -3,16 +3,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::conn::Conn;
 use super::pem::{self, CertSummary, Flags};
 use super::reload::Reloading;
 use super::{ALPN_H2, TlsFiles, explain};
@@ -170,7 +168,7 @@ impl ClientTls {
     /// Runs the client handshake over `tcp` with the server named `host`
     /// (a DNS name or an IP address, which its certificate must list). The
     /// error explains the failure and what to do.
-    pub async fn connect(&self, tcp: TcpStream, host: &str) -> io::Result<ClientConn> {
+    pub async fn connect(&self, tcp: TcpStream, host: &str) -> io::Result<Conn> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_string()).map_err(|e| {
             io::Error::new(
@@ -180,7 +178,7 @@ impl ClientTls {
         })?;
         let connector = tokio_rustls::TlsConnector::from(self.current());
         match connector.connect(name, tcp).await {
-            Ok(s) => Ok(ClientConn::Tls(Box::new(s))),
+            Ok(s) => Ok(Conn::Tls(Box::new(s.into()))),
             Err(e) => {
                 let why = explain::connect_error(&e, &self.ca_hint)
                     .unwrap_or_else(|| format!("TLS handshake failed: {e}"));
@@ -212,69 +210,5 @@ impl std::fmt::Display for TlsConnectError {
 impl std::error::Error for TlsConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
-    }
-}
-
-/// An outgoing connection: TLS when configured, plain TCP otherwise.
-pub enum ClientConn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for ClientConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientConn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientConn::Plain(s) => s.is_write_vectored(),
-            ClientConn::Tls(s) => s.is_write_vectored(),
-        }
     }
 }

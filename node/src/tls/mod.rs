@@ -16,6 +16,7 @@
 //! port.
 
 pub mod client;
+pub mod conn;
 pub mod explain;
 pub mod pem;
 pub mod reload;

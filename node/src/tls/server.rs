@@ -10,18 +10,17 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
 use futures::StreamExt;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 
+use super::conn::Conn;
 use super::pem::{self, CertSummary, Flags};
 use super::reload::Reloading;
 use super::{ALPN_H2, TlsFiles, explain};
@@ -180,83 +179,7 @@ pub(crate) fn describe(
     }
 }
 
-/// A connection the gRPC server serves: TLS on a TLS port, plain TCP
-/// otherwise.
-pub enum ServerConn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl Connected for ServerConn {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            ServerConn::Plain(s) => s.connect_info(),
-            ServerConn::Tls(s) => s.get_ref().0.connect_info(),
-        }
-    }
-}
-
-impl AsyncRead for ServerConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerConn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerConn::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerConn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ServerConn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerConn::Plain(s) => s.is_write_vectored(),
-            ServerConn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-}
-
-pub type Incoming = Pin<Box<dyn Stream<Item = Result<Gathered<ServerConn>, io::Error>> + Send>>;
+pub type Incoming = Pin<Box<dyn Stream<Item = Result<Gathered<Conn>, io::Error>> + Send>>;
 
 /// Accepted connections of `listener`, with TCP_NODELAY (without it, an
 /// answer written in two segments waits for the client's delayed ACK) and
@@ -267,9 +190,9 @@ pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(30)));
     let Some(tls) = tls else {
-        return Box::pin(tcp.map(|r| r.map(|s| Gathered::new(ServerConn::Plain(s)))));
+        return Box::pin(tcp.map(|r| r.map(|s| Gathered::new(Conn::Plain(s)))));
     };
-    let (tx, rx) = mpsc::channel::<Result<Gathered<ServerConn>, io::Error>>(64);
+    let (tx, rx) = mpsc::channel::<Result<Gathered<Conn>, io::Error>>(64);
     tokio::spawn(async move {
         let mut tcp = tcp;
         loop {
@@ -298,7 +221,7 @@ pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
 
 /// Runs the server side of the handshake; `None` (and a log line saying
 /// why) when the connection is refused.
-async fn accept(tls: &ServerTls, stream: TcpStream) -> Option<ServerConn> {
+async fn accept(tls: &ServerTls, stream: TcpStream) -> Option<Conn> {
     let remote = stream.peer_addr().ok();
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
@@ -319,7 +242,7 @@ async fn accept(tls: &ServerTls, stream: TcpStream) -> Option<ServerConn> {
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Some(ServerConn::Tls(Box::new(s))),
+        Ok(Ok(s)) => Some(Conn::Tls(Box::new(s.into()))),
         Ok(Err(e)) => {
             tls.refused(remote, explain::accept_error(&e, tls.port));
             None

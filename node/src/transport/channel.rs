@@ -12,7 +12,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use super::gather::Gathered;
 use super::resolve::resolve;
 use crate::tls::ClientTls;
-use crate::tls::client::ClientConn;
+use crate::tls::conn::Conn;
 
 /// How long to wait for a TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -78,9 +78,7 @@ pub fn lazy_channel_with(
                     .unwrap_or_else(|| std::io::Error::other(format!("no address for {target}"))));
             };
             let Some(tls) = tls else {
-                return Ok::<_, std::io::Error>(TokioIo::new(Gathered::new(ClientConn::Plain(
-                    tcp,
-                ))));
+                return Ok::<_, std::io::Error>(TokioIo::new(Gathered::new(Conn::Plain(tcp))));
             };
             let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
             match tls.connect(tcp, host).await {
