@@ -320,8 +320,16 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP, and wait until every thread of the member has stopped.
+    /// kill(2) returns before the stop takes effect: the kernel stops the
+    /// other threads only once the thread it picked runs, and on a busy
+    /// machine a runtime worker went on answering appends for milliseconds
+    /// after kill(2), so "paused" members still acknowledged writes.
     pub fn pause(&mut self, id: u64) {
         self.signal(id, libc::SIGSTOP);
+        if let Some(pid) = self.member(id).pid() {
+            wait_until_stopped(pid, Duration::from_secs(10));
+        }
     }
 
     pub fn resume(&mut self, id: u64) {
@@ -461,5 +469,68 @@ pub async fn get_linearizable(addr: &str, key: &str) -> Result<Option<Vec<u8>>, 
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Waits until every thread of `pid` is in the stopped state ('T' in
+/// /proc/PID/task/TID/stat), or panics after `timeout`.
+fn wait_until_stopped(pid: i32, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        if all_threads_stopped(pid) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "member process {pid} did not stop within {timeout:?} of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        // Gone: nothing of it runs any more.
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .map(|stat| thread_state(&stat) == Some('T'))
+            // A thread that exited meanwhile does not run either.
+            .unwrap_or(true)
+    })
+}
+
+/// The state field of a /proc stat line: the first character after the
+/// command name, which is in parentheses and may itself hold spaces or ')'.
+fn thread_state(stat: &str) -> Option<char> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_state_is_read_after_the_last_parenthesis_of_the_name() {
+        assert_eq!(thread_state("42 (tokio-rt) T 1 42 42"), Some('T'));
+        assert_eq!(thread_state("42 (a) b) S 1 42 42"), Some('S'));
+        assert_eq!(thread_state("garbage"), None);
+    }
+
+    #[test]
+    fn a_stopped_child_is_seen_stopped_and_a_running_one_is_not() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert!(!all_threads_stopped(pid), "a sleeping child is not stopped");
+        // SAFETY: kill(2) with a pid of a child we own.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        wait_until_stopped(pid, Duration::from_secs(10));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
