@@ -525,10 +525,7 @@ fn resident_kib(pid: u32) -> u64 {
 /// The operator binary with 10 RaftClusters whose members never answer (no pods run here):
 /// its resident memory, and its API writes over `seconds` once settled.
 async fn idle_operator(server: &TestApiServer, seconds: u64) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = support::envtest::free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_kuberaft-operator"))
         .args([

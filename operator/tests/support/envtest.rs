@@ -47,11 +47,29 @@ pub fn assets() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A loopback port that binds now, from 61000–64999: above the kernel's ephemeral range
+/// (32768–60999 here) and apart from the ranges kuberaft-tests uses (10000–32000). A port
+/// released from the ephemeral range can be taken, before etcd or the API server binds it,
+/// as the local port of any outgoing connection on the machine; these cannot. Each test
+/// process starts at its own offset and never hands out a port twice.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 61_000;
+    const COUNT: u32 = 4_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 fn spawn(command: &mut Command, log: &Path) -> Child {
