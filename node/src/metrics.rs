@@ -154,7 +154,7 @@ impl Metrics {
         );
         r.register(
             "snapshots",
-            "Snapshots taken, sent and installed",
+            "Snapshots taken, sent, installed, and cancelled (a stream stopped because its follower caught up through entries)",
             m.snapshots.clone(),
         );
         r.register_with_unit(

@@ -338,8 +338,14 @@ async fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let sends = sent_snapshot_lines(&c.log_of(leader));
+    let leader_log = c.log_of(leader);
+    let sends = sent_snapshot_lines(&leader_log);
     println!("snapshots sent by the leader in all: {}", sends.len());
+    let stopped = leader_log
+        .lines()
+        .filter(|l| l.contains("stopped streaming a snapshot"))
+        .count();
+    println!("snapshot streams stopped because the learner caught up through entries: {stopped}");
     for line in sends.iter().skip(1) {
         if let (Some(bytes), Some(secs)) = (field(line, "bytes"), field(line, "seconds")) {
             println!(

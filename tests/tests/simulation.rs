@@ -94,11 +94,12 @@ fn simulation() {
         virtual_ms as f64 / 1000.0
     );
     println!(
-        "exercised: {} elections, {} entries committed, {} membership changes, {} snapshots installed, {} compactions, {} log truncations, {} crashes, {} partitions, {} transfers, {} reads, {} client answers, {} messages; slowest settle after heal {}ms",
+        "exercised: {} elections, {} entries committed, {} membership changes, {} snapshots installed, {} snapshot streams cancelled, {} compactions, {} log truncations, {} crashes, {} partitions, {} transfers, {} reads, {} client answers, {} messages; slowest settle after heal {}ms",
         stats.elections,
         stats.committed,
         stats.conf_changes,
         stats.snapshots_installed,
+        stats.snapshots_cancelled,
         stats.compactions,
         stats.truncations,
         stats.crashes,

@@ -71,6 +71,12 @@
 //!   (`Ready::leader_messages`, thesis §10.2.1) so its disk write overlaps
 //!   the followers'; it counts itself towards a majority only once its write
 //!   is done. Everything else a member sends waits for its disk.
+//! - **A snapshot that entries overtake is stopped**: when AppendEntries
+//!   that were in flight before the leader chose to send a snapshot bring
+//!   the follower past it, the leader goes back to replicating and names the
+//!   follower in `Ready::cancelled_snapshots`, so the transport stops
+//!   streaming data the follower already holds (a stopped stream is not
+//!   reported). The simulator stops such streams in flight the same way.
 
 pub mod config;
 mod election;

@@ -62,6 +62,9 @@ pub struct Raft {
     pub(super) msgs: Vec<Message>,
     pub(super) reads: ReadOnly,
     pub(super) read_states: Vec<ReadState>,
+    /// Leader only: followers whose snapshot stream is no longer needed,
+    /// waiting for the next `Ready`.
+    pub(super) cancelled_snapshots: Vec<NodeId>,
 
     /// Leader only: the member leadership is being handed to (§3.10), or 0.
     pub(super) lead_transferee: NodeId,
@@ -134,6 +137,7 @@ impl Raft {
             msgs: Vec::new(),
             reads: ReadOnly::default(),
             read_states: Vec::new(),
+            cancelled_snapshots: Vec::new(),
             lead_transferee: 0,
             transfer_elapsed: 0,
             pending_conf_index: 0,

@@ -32,6 +32,10 @@ const MAX_APPLY_BYTES: usize = 64 << 20;
 /// 3. **Apply** `committed_entries` to the state machine, in order.
 /// 4. **Answer** `read_states` once the state machine has applied their index.
 /// 5. Call [`RawNode::advance`] before stepping the node again.
+///
+/// Before step 0, stop streaming a snapshot to each of `cancelled_snapshots`
+/// (a stopped stream is not reported). Before, not after: a new snapshot for
+/// the same follower may be among this `Ready`'s messages.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Set when the role or the known leader changed.
@@ -46,6 +50,10 @@ pub struct Ready {
     pub leader_messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
+    /// Followers that caught up through entries while a snapshot was being
+    /// streamed to them: the stream may stop, and need not be reported with
+    /// [`RawNode::report_snapshot`] any more.
+    pub cancelled_snapshots: Vec<NodeId>,
     must_sync: bool,
 }
 
@@ -274,6 +282,7 @@ impl RawNode {
             || r.log.has_next_committed()
             || r.log.pending_snapshot().is_some()
             || !r.read_states.is_empty()
+            || !r.cancelled_snapshots.is_empty()
             || r.hard_state() != self.prev_hard
             || r.soft_state() != self.prev_soft
     }
@@ -327,6 +336,7 @@ impl RawNode {
             leader_messages,
             committed_entries,
             read_states: std::mem::take(&mut r.read_states),
+            cancelled_snapshots: std::mem::take(&mut r.cancelled_snapshots),
             must_sync,
         }
     }

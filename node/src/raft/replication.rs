@@ -241,8 +241,12 @@ impl Raft {
                 ReplicationState::Probe if advanced => pr.become_replicate(),
                 // The follower is reachable: the next probe may go out now.
                 ReplicationState::Probe => pr.probe_sent = false,
+                // Entries that were in flight when the leader chose the
+                // snapshot brought the follower past it: the stream would
+                // only send data the follower already holds.
                 ReplicationState::Snapshot { pending } if pr.match_index >= pending => {
-                    pr.become_replicate()
+                    pr.become_replicate();
+                    self.cancelled_snapshots.push(from);
                 }
                 _ => {}
             }

@@ -433,3 +433,68 @@ fn a_learner_that_has_stored_nothing_is_not_promoted() {
         "{refused:?}"
     );
 }
+
+/// A follower that fell behind the leader's compaction is sent the snapshot,
+/// but appends that were already in flight to it bring it past the snapshot:
+/// the leader then asks the transport to stop the stream, which would only
+/// carry what the follower already holds.
+#[test]
+fn a_follower_that_catches_up_through_entries_in_flight_cancels_its_snapshot() {
+    let restored = RestoredState {
+        snapshot: SnapshotMeta {
+            membership: Membership::new((1..=3).map(member)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut r = raft::Raft::new(Config::with_tick_ms(1, 10, 7), restored).unwrap();
+    r.become_candidate();
+    r.become_leader();
+    for i in 0..10u8 {
+        r.propose(Bytes::from(vec![i])).unwrap();
+    }
+    let (last, term) = (r.log.last_index(), r.term);
+    let answer = |from: NodeId, success: bool, match_index: Index, reject_index: Index| Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            reject_index,
+            conflict_term: 0,
+            conflict_index: 0,
+            last_log_index: match_index,
+            seq: 0,
+        },
+    };
+    // Everything is durable on the leader and member 3: committed, applied
+    // and compacted away.
+    r.log.stable_to(last, term);
+    r.leader_persisted(last);
+    r.step(answer(3, true, last, 0)).unwrap();
+    assert_eq!(r.log.committed, last);
+    r.log.applied_to(last);
+    let meta = r.snapshot_meta_at(last).unwrap();
+    r.compact(meta);
+    assert_eq!(r.log.first_index(), last + 1);
+    // Member 2's refusal sends it the snapshot.
+    let next = r.progress[&2].next_index;
+    r.step(answer(2, false, 0, next - 1)).unwrap();
+    assert_eq!(
+        r.progress[&2].state,
+        ReplicationState::Snapshot { pending: last }
+    );
+    // An answer to earlier appends that stops short of the snapshot changes
+    // nothing: the snapshot is still needed.
+    r.step(answer(2, true, last - 1, 0)).unwrap();
+    assert!(r.cancelled_snapshots.is_empty());
+    // The appends in flight reach the snapshot's index: the stream stops.
+    r.step(answer(2, true, last, 0)).unwrap();
+    assert_eq!(r.progress[&2].state, ReplicationState::Replicate);
+    assert_eq!(r.cancelled_snapshots, vec![2]);
+    // The stream's late report no longer moves the follower back.
+    r.report_snapshot(2, true);
+    assert_eq!(r.progress[&2].state, ReplicationState::Replicate);
+    assert_eq!(r.progress[&2].match_index, last);
+}

@@ -646,6 +646,9 @@ impl EventLoop {
     fn process_ready(&mut self) -> Result<(), String> {
         while self.node.has_ready() {
             let mut rd = self.node.ready();
+            for to in std::mem::take(&mut rd.cancelled_snapshots) {
+                self.transport.cancel_snapshot(to);
+            }
             // A leader's requests go first: its disk write then overlaps
             // the followers' (thesis §10.2.1).
             self.send(std::mem::take(&mut rd.leader_messages));

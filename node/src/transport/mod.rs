@@ -83,6 +83,14 @@ impl Transport {
         }
     }
 
+    /// Stops streaming a snapshot to `to`, if one is being streamed; queued
+    /// in order with the messages, so a snapshot sent after it is not stopped.
+    pub fn cancel_snapshot(&self, to: NodeId) {
+        if let Some(p) = self.peers.get(&to) {
+            let _ = p.tx.try_send(Outbound::CancelSnapshot);
+        }
+    }
+
     pub fn send_snapshot(&self, msg: Message, file: PathBuf) -> bool {
         match self.peers.get(&msg.to) {
             Some(p) => p.tx.try_send(Outbound::Snapshot { msg, file }).is_ok(),

@@ -34,6 +34,8 @@ pub enum Outbound {
         msg: raft::Message,
         file: PathBuf,
     },
+    /// Stop streaming the current snapshot: the follower caught up without it.
+    CancelSnapshot,
 }
 
 /// The context a peer task needs.
@@ -127,6 +129,24 @@ pub async fn run_peer(
             continue;
         }
         match out {
+            Outbound::CancelSnapshot => {
+                // Taken, not only aborted: an aborted task counts as running
+                // until its next poll, and a snapshot queued right behind
+                // this would be dropped as "one at a time".
+                if let Some(t) = snapshot_task.take()
+                    && !t.is_finished()
+                {
+                    t.abort();
+                    ctx.metrics
+                        .snapshots
+                        .get_or_create(&crate::metrics::KindLabels { kind: "cancelled" })
+                        .inc();
+                    tracing::info!(
+                        peer,
+                        "stopped streaming a snapshot: the follower caught up through entries"
+                    );
+                }
+            }
             Outbound::Snapshot { msg, file } => {
                 if snapshot_task.as_ref().is_some_and(|t| !t.is_finished()) {
                     // One snapshot at a time; the core asks again if this one fails.

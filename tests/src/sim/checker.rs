@@ -71,6 +71,8 @@ pub struct Stats {
     pub committed: u64,
     pub conf_changes: u64,
     pub snapshots_installed: u64,
+    /// In-flight snapshot streams stopped because their follower caught up.
+    pub snapshots_cancelled: u64,
     pub compactions: u64,
     pub truncations: u64,
     pub crashes: u64,
@@ -88,6 +90,7 @@ impl Stats {
         self.committed += o.committed;
         self.conf_changes += o.conf_changes;
         self.snapshots_installed += o.snapshots_installed;
+        self.snapshots_cancelled += o.snapshots_cancelled;
         self.compactions += o.compactions;
         self.truncations += o.truncations;
         self.crashes += o.crashes;

@@ -327,6 +327,12 @@ impl Cluster {
     /// Hands a member's output to the network and to the drivers.
     pub fn dispatch(&mut self, id: NodeId) {
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation);
+        // Only streams already on the network stop; one handed out in this
+        // very turn (in `out.messages`) was queued behind the cancellation
+        // or, if it came first, is one the stop reached too late for.
+        for (leader, to) in self.out.cancelled_snapshots.drain(..) {
+            self.ck.stats.snapshots_cancelled += self.net.cancel_snapshots(leader, to);
+        }
         for env in self.out.messages.drain(..) {
             self.net.send(self.now, env, incarnation, &mut self.rng);
         }

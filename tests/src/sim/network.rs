@@ -156,6 +156,24 @@ impl Network {
         self.schedule(now + delay, original);
     }
 
+    /// Stops the snapshot streams from `leader` to `to` in flight: their data
+    /// never arrives and their outcome is never reported, as when a
+    /// transport aborts the stream. Returns how many stopped.
+    pub fn cancel_snapshots(&mut self, leader: NodeId, to: NodeId) -> u64 {
+        let before = self.queue.len();
+        self.queue.retain(|s| match &s.what {
+            InFlight::Message { env, .. } => {
+                !(env.msg.from == leader
+                    && env.msg.to == to
+                    && matches!(env.msg.body, MessageBody::InstallSnapshot { .. }))
+            }
+            InFlight::SnapshotReport {
+                leader: l, to: t, ..
+            } => !(*l == leader && *t == to),
+        });
+        (before - self.queue.len()) as u64
+    }
+
     /// The next thing due at or before `now`.
     pub fn pop_due(&mut self, now: u64) -> Option<InFlight> {
         if self.queue.peek().is_some_and(|s| s.at <= now) {

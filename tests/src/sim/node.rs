@@ -38,6 +38,9 @@ pub struct Output {
     /// InstallSnapshot messages that could not be sent because the member no
     /// longer stores that snapshot: (member, to). Their transfers failed.
     pub unsent_snapshots: Vec<(NodeId, NodeId)>,
+    /// Snapshot streams the leader stopped: (leader, to). Those in flight
+    /// before them never arrive and are never reported.
+    pub cancelled_snapshots: Vec<(NodeId, NodeId)>,
 }
 
 pub struct SimNode {
@@ -300,6 +303,11 @@ impl SimNode {
             }
             let mut rd = raw.ready();
             ck.on_ready(id, &rd, &self.disk)?;
+            // Before anything is sent: a new snapshot to the same follower
+            // may be in this Ready, and only the earlier ones stop.
+            for to in std::mem::take(&mut rd.cancelled_snapshots) {
+                out.cancelled_snapshots.push((id, to));
+            }
             // 0. A leader's requests leave before its own write (§10.2.1):
             // a crash right after loses its entries here but not there.
             let early = std::mem::take(&mut rd.leader_messages);
