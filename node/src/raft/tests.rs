@@ -336,19 +336,8 @@ fn a_late_copy_of_a_new_members_first_refusal_does_not_resend_the_snapshot() {
     r.become_candidate();
     r.become_leader();
     let (last, term) = (r.log.last_index(), r.term);
-    let answer = |success: bool, match_index: Index, reject_index: Index| Message {
-        from: 4,
-        to: 1,
-        term,
-        body: MessageBody::AppendEntriesResponse {
-            success,
-            match_index,
-            reject_index,
-            conflict_term: 0,
-            conflict_index: 0,
-            last_log_index: match_index,
-            seq: 0,
-        },
+    let answer = |success: bool, match_index: Index, reject_index: Index| {
+        append_answer(4, term, success, match_index, reject_index)
     };
     // The new member refuses the first probe: it holds no configuration.
     let refusal = answer(false, 0, r.progress[&4].next_index - 1);
@@ -454,19 +443,8 @@ fn a_follower_that_catches_up_through_entries_in_flight_cancels_its_snapshot() {
         r.propose(Bytes::from(vec![i])).unwrap();
     }
     let (last, term) = (r.log.last_index(), r.term);
-    let answer = |from: NodeId, success: bool, match_index: Index, reject_index: Index| Message {
-        from,
-        to: 1,
-        term,
-        body: MessageBody::AppendEntriesResponse {
-            success,
-            match_index,
-            reject_index,
-            conflict_term: 0,
-            conflict_index: 0,
-            last_log_index: match_index,
-            seq: 0,
-        },
+    let answer = |from: NodeId, success: bool, match_index: Index, reject_index: Index| {
+        append_answer(from, term, success, match_index, reject_index)
     };
     // Everything is durable on the leader and member 3: committed, applied
     // and compacted away.
@@ -497,4 +475,28 @@ fn a_follower_that_catches_up_through_entries_in_flight_cancels_its_snapshot() {
     r.report_snapshot(2, true);
     assert_eq!(r.progress[&2].state, ReplicationState::Replicate);
     assert_eq!(r.progress[&2].match_index, last);
+}
+
+/// `from`'s answer to member 1's AppendEntries, without a conflict hint.
+fn append_answer(
+    from: NodeId,
+    term: Term,
+    success: bool,
+    match_index: Index,
+    reject_index: Index,
+) -> Message {
+    Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            reject_index,
+            conflict_term: 0,
+            conflict_index: 0,
+            last_log_index: match_index,
+            seq: 0,
+        },
+    }
 }
