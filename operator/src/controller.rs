@@ -90,12 +90,22 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store::<RaftCluster>();
+    // Ready once the first full list is in the cache. Read off the stream itself: a second
+    // waiter on `Store::wait_until_ready` (the controller is the first) is never woken in
+    // kube-runtime 5, whose DelayedInit keeps one waker; the operator then stayed unready for
+    // ever and `helm install --wait` timed out (found by the journey tier).
+    let ready = health.clone();
     let clusters = watcher(
         Api::<RaftCluster>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
     .reflect(writer)
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            ready.set_ready(true);
+        }
+    })
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
 
@@ -108,14 +118,6 @@ pub async fn run(
             watches.retain(|ns, name| sweep_reader.get(&ObjectRef::new(name).within(ns)).is_some());
         }
     });
-    let ready_reader = reader.clone();
-    let ready_health = health.clone();
-    health.spawn("readiness".to_string(), async move {
-        if ready_reader.wait_until_ready().await.is_ok() {
-            ready_health.set_ready(true);
-        }
-    });
-
     Controller::for_stream(clusters, reader)
         .owns_stream(streams.statefulsets)
         .owns_stream(streams.services)

@@ -42,19 +42,65 @@ pub fn build_binary(name: &str) -> PathBuf {
         .expect("test executable lives in target/<profile>/deps")
         .to_path_buf();
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    build_workspace_binaries(release);
+    let target_dir = profile_dir.parent().expect("target dir");
+    let bin = target_dir
+        .join(if release { "release" } else { "debug" })
+        .join(name);
+    assert!(bin.exists(), "{} was not built", bin.display());
+    bin
+}
+
+/// Builds every binary of the workspace (once per test process), into the target dir the
+/// tests run from. The features are those of `cargo test --workspace` (`--workspace --tests`
+/// unifies the same dependencies, dev-dependencies included), so this only links what is not
+/// built yet; a `-p` or a plain `--bins` build would resolve other features and build every
+/// dependency again.
+pub fn build_workspace_binaries(release: bool) {
+    static BUILT: std::sync::Mutex<[bool; 2]> = std::sync::Mutex::new([false; 2]);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built[usize::from(release)] {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--quiet", "-p", "kuberaft-node", "--bin", name])
+    // `cargo test` gives the test process its own CARGO_* variables (CARGO_MANIFEST_DIR of the
+    // tests crate, …). Some build scripts (ring's) watch them: passed on, they would make this
+    // build, and the next `cargo test` after it, compile everything above them again.
+    for (key, _) in std::env::vars_os() {
+        if let Some(k) = key.to_str()
+            && k.starts_with("CARGO_")
+            && k != "CARGO_HOME"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "--workspace",
+            "--tests",
+            "--bins",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     if release {
         cmd.arg("--release");
     }
     let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build of {name} failed");
-    let bin = profile_dir.join(name);
-    assert!(bin.exists(), "{} was not built", bin.display());
-    bin
+    assert!(
+        status.success(),
+        "cargo build of the workspace's binaries failed"
+    );
+    built[usize::from(release)] = true;
 }
 
 /// A free TCP port on 127.0.0.1 for a member to listen on.

@@ -1,13 +1,15 @@
 //! kuberaft's test support: the deterministic simulator of the core
 //! ([`sim`]), the scripted harness for the article's scenes ([`script`]), a
 //! harness of real member processes ([`cluster`]), a Prometheus text reader
-//! ([`prometheus`]), the Docker end-to-end harness ([`docker`]), client
-//! workloads ([`workload`]) and the linearizability checker
-//! ([`linearizability`]).
+//! ([`prometheus`]), the Docker end-to-end harness ([`docker`]), a Kubernetes
+//! of real control-plane parts with a stand-in kubelet for the journey tier
+//! ([`kube`]), client workloads ([`workload`]) and the linearizability
+//! checker ([`linearizability`]).
 
 pub mod cdp;
 pub mod cluster;
 pub mod docker;
+pub mod kube;
 pub mod linearizability;
 pub mod manifests;
 pub mod prometheus;

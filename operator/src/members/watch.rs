@@ -242,6 +242,32 @@ fn record(
     }
 }
 
+/// The wait before reconnecting: it doubles with each attempt that delivered nothing, up to
+/// [`RETRY_MAX`], and starts over at [`RETRY_MIN`] after a stream that delivered a Status (a
+/// member that restarted is back, and the next break is a new outage, not the same one). A
+/// fifth either way of jitter keeps the streams to a cluster's members from reconnecting in
+/// step.
+#[derive(Debug)]
+struct Retry {
+    next: Duration,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry { next: RETRY_MIN }
+    }
+
+    /// The wait after an attempt; `delivered` says whether it received any Status.
+    fn after(&mut self, delivered: bool, jitter: f64) -> Duration {
+        if delivered {
+            self.next = RETRY_MIN;
+        }
+        let wait = self.next.mul_f64(jitter.clamp(0.8, 1.2));
+        self.next = (self.next * 2).min(RETRY_MAX);
+        wait
+    }
+}
+
 async fn watch_member(
     member: MemberRef,
     uri: String,
@@ -249,30 +275,37 @@ async fn watch_member(
     view: Arc<Mutex<ClusterView>>,
     trigger: mpsc::Sender<ObjectRef<RaftCluster>>,
 ) {
-    let mut retry = RETRY_MIN;
+    let mut retry = Retry::new();
     loop {
-        match stream_statuses(&member, &uri, tls.as_deref(), &view, &trigger).await {
-            Ok(()) => retry = RETRY_MIN,
-            Err(error) => {
-                tracing::debug!(member = %member.pod(), %uri, %error, "member watch interrupted");
-                record(&member, &view, &trigger, |previous| {
-                    Observation::unreachable(previous, error)
-                });
-            }
-        }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(RETRY_MAX);
+        let mut delivered = false;
+        let Err(error) = deliver(
+            &member,
+            &uri,
+            tls.as_deref(),
+            &view,
+            &trigger,
+            &mut delivered,
+        )
+        .await;
+        tracing::debug!(member = %member.pod(), %uri, %error, "member watch interrupted");
+        record(&member, &view, &trigger, |previous| {
+            Observation::unreachable(previous, error)
+        });
+        let jitter = rand::random_range(0.8..=1.2);
+        tokio::time::sleep(retry.after(delivered, jitter)).await;
     }
 }
 
-/// Streams one connection's worth of Statuses into the view. Returns why it ended.
-async fn stream_statuses(
+/// Streams one connection's worth of Statuses into the view, setting `delivered` when one
+/// arrives. Returns why it ended (it never ends well: members stream until they go away).
+async fn deliver(
     member: &MemberRef,
     uri: &str,
     tls: Option<&MemberTls>,
     view: &Mutex<ClusterView>,
     trigger: &mpsc::Sender<ObjectRef<RaftCluster>>,
-) -> Result<(), String> {
+    delivered: &mut bool,
+) -> Result<std::convert::Infallible, String> {
     let channel = connect(uri, tls).await?;
     let request = WatchStatusRequest {
         interval_ms: u32::try_from(WATCH_INTERVAL.as_millis()).unwrap_or(1000),
@@ -294,11 +327,38 @@ async fn stream_statuses(
             return Err(format!("{uri} ended its WatchStatus stream"));
         };
         let now = Instant::now();
+        *delivered = true;
         record(member, view, trigger, |_| Observation {
             status: Some(status),
             reachable: true,
             error: None,
             received_at: Some(now),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_while_nothing_arrives_and_start_over_after_a_stream_that_worked() {
+        let mut r = Retry::new();
+        let waits: Vec<Duration> = (0..7).map(|_| r.after(false, 1.0)).collect();
+        assert_eq!(
+            waits,
+            [200, 400, 800, 1600, 3200, 5000, 5000].map(Duration::from_millis)
+        );
+        // The member came back and its stream delivered before it broke again: the first
+        // reconnect is quick, not 5 s (the status tail after a leader's restart).
+        assert_eq!(r.after(true, 1.0), RETRY_MIN);
+        assert_eq!(r.after(false, 1.0), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn jitter_stays_within_a_fifth() {
+        let mut r = Retry::new();
+        assert_eq!(r.after(false, 0.8), Duration::from_millis(160));
+        assert_eq!(r.after(false, 5.0), Duration::from_millis(480));
     }
 }

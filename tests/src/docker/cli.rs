@@ -34,12 +34,32 @@ pub fn docker<S: AsRef<str>>(args: &[S]) -> Result<String, DockerError> {
     let out = Command::new("docker")
         .args(&args)
         .stdin(Stdio::null())
+        .output();
+    outcome(args, out)
+}
+
+/// [`docker`] for async code: the engine's answer is awaited, not blocked on.
+pub async fn docker_async<S: AsRef<str>>(args: &[S]) -> Result<String, DockerError> {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let out = tokio::process::Command::new("docker")
+        .args(&args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
-        .map_err(|e| DockerError {
-            args: args.clone(),
-            status: None,
-            stderr: format!("cannot run the docker CLI: {e}"),
-        })?;
+        .await;
+    outcome(args, out)
+}
+
+/// Standard output of a finished `docker` command, or what went wrong.
+fn outcome(
+    args: Vec<String>,
+    out: std::io::Result<std::process::Output>,
+) -> Result<String, DockerError> {
+    let out = out.map_err(|e| DockerError {
+        args: args.clone(),
+        status: None,
+        stderr: format!("cannot run the docker CLI: {e}"),
+    })?;
     if !out.status.success() {
         return Err(DockerError {
             args,

@@ -84,7 +84,8 @@ pub struct Network {
 }
 
 impl Network {
-    fn create(run: &Run, what: &str, second_octet: u8) -> Network {
+    /// A new network of `run`, a /24 in `172.<second_octet>.0.0/16`.
+    pub fn create(run: &Run, what: &str, second_octet: u8) -> Network {
         let name = run.name_of(what);
         run.network(&name);
         // Spread runs over the third octet so that parallel runs rarely try

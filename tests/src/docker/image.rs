@@ -32,36 +32,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The target directory this test binary was built in (`target/<profile>/deps/<test>`).
-fn target_dir() -> PathBuf {
+/// The release binaries `binaries` (of `package`), as the builder stage builds them.
+pub fn build_release_binaries(package: &str, binaries: &[String]) -> Vec<PathBuf> {
+    crate::cluster::build_workspace_binaries(true);
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
+    let release = exe
+        .parent()
         .and_then(Path::parent)
         .and_then(Path::parent)
         .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
-/// Builds `binaries` of `package` with the release profile, as the builder
-/// stage does, and returns their paths.
-pub fn build_release_binaries(package: &str, binaries: &[String]) -> Vec<PathBuf> {
-    let target = target_dir();
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(repo_root())
-        .args(["build", "--quiet", "--release", "--locked", "-p", package])
-        .arg("--target-dir")
-        .arg(&target);
-    for b in binaries {
-        cmd.args(["--bin", b]);
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release -p {package} {binaries:?} failed"
-    );
+        .join("release");
     binaries
         .iter()
-        .map(|b| target.join("release").join(b))
+        .map(|b| {
+            let bin = release.join(b);
+            assert!(bin.exists(), "{} of {package} was not built", bin.display());
+            bin
+        })
         .collect()
 }
 

@@ -1,0 +1,736 @@
+//! The user's journey on Kubernetes, with the README's own commands, on a real API server and
+//! real controllers (`tests/src/kube/`: what is real and what is stood in for):
+//!
+//! `helm install` the operator (it runs in its own container, as its ServiceAccount, with only
+//! the chart's RBAC) → `kubectl apply` the 3-member example → `kubectl get raftclusters` shows
+//! READY 3/3, a LEADER and a TERM → writes through the members → rounds of `kubectl delete pod`
+//! of the leader, `kubectl delete pod --grace-period=0 --force` of the leader, and a crash of the
+//! leader's container, each followed by a new leader in a higher term in status and every
+//! acknowledged write still there → `kubectl scale` to 5 and back to 3 → the TLS example answers
+//! `raftctl --cacert` → `kubectl delete raftcluster` (the garbage collector removes what it
+//! owned; the volumes stay) → `helm uninstall`.
+//!
+//! Printed every run: the time from each action until the new leader and term reached the
+//! RaftCluster's status (read by a watch), apply → leader, the scale times, the operator's RSS.
+//!
+//!     tests/run --test kube_journey          # or: cargo test --release -p kuberaft-tests --test kube_journey
+//!
+//! It needs `../shared/tools/k8s` unpacked (`tests/run` does it), etcd, kubectl and a Docker
+//! engine; without them it says SKIPPED and why (with `KUBERAFT_NO_SKIP=1`, as in CI, it fails).
+//! `KUBE_JOURNEY_ROUNDS=D,F,C` sets the rounds of delete, force-delete and crash (default
+//! 20,10,20); `KUBE_JOURNEY_HOLD=1` keeps everything up for an hour after a failure, to look
+//! around with `KUBECONFIG=… kubectl`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kuberaft_operator::crd::RaftClusterStatus;
+use kuberaft_tests::docker::cli::docker;
+use kuberaft_tests::docker::image::{self, repo_root};
+use kuberaft_tests::docker::resources::Run;
+use kuberaft_tests::kube::observer::StatusLog;
+use kuberaft_tests::kube::tools::{Tools, skips_are_failures};
+use kuberaft_tests::kube::world::World;
+
+const NS: &str = "default";
+const OPERATOR_NS: &str = "kuberaft-system";
+const RELEASE: &str = "kuberaft-operator";
+/// How long one step may take before the journey fails (a busy 2-core machine included).
+const STEP: Duration = Duration::from_secs(120);
+
+fn main() -> ExitCode {
+    // The stand-in kubelet's warnings (a volume not ready, a status not written) go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let tools = match Tools::find() {
+        Ok(t) => t,
+        Err(why) => return skipped(&why),
+    };
+    if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]) {
+        return skipped(&format!("no Docker engine answers ({e})"));
+    }
+    let run = Arc::new(Run::new());
+    let started = Instant::now();
+    // The images a user builds from deploy/docker/, as the Docker suite builds them.
+    let node = image::build(&run, "node.Dockerfile", "node");
+    let operator = image::build(&run, "operator.Dockerfile", "operator");
+    println!(
+        "kube journey: images built ({:.0?}): {} ({} MB), {} ({} MB)",
+        started.elapsed(),
+        node.name,
+        node.size_bytes / 1_000_000,
+        operator.name,
+        operator.size_bytes / 1_000_000
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            println!("kube journey: FAILED: no tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let world = World::start(
+            &tools,
+            run.clone(),
+            (Duration::from_secs(1), Duration::from_secs(4)),
+        )
+        .await?;
+        let mut journey = Journey {
+            world,
+            node_image: node.name.clone(),
+            operator_image: operator.name.clone(),
+            figures: Figures::default(),
+            acknowledged: BTreeMap::new(),
+        };
+        let result = journey.run().await;
+        if let Err(why) = &result {
+            println!("kube journey: FAILED: {why}");
+            journey.diagnose().await;
+            if std::env::var("KUBE_JOURNEY_HOLD").is_ok_and(|v| v == "1") {
+                println!(
+                    "kube journey: holding everything up for an hour (KUBE_JOURNEY_HOLD=1): KUBECONFIG={}",
+                    journey.world.plane.kubeconfig.display()
+                );
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        }
+        journey.figures.print();
+        result
+    });
+    drop(runtime);
+    drop(run);
+    match outcome {
+        Ok(()) => {
+            println!("kube journey: passed in {:.0?}", started.elapsed());
+            ExitCode::SUCCESS
+        }
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+fn skipped(why: &str) -> ExitCode {
+    println!("kube journey SKIPPED: {why}");
+    if skips_are_failures() {
+        println!("kube journey: FAILED: KUBERAFT_NO_SKIP=1 and the tier cannot run");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    /// `kubectl delete pod <leader>`: SIGTERM, the leader hands over, exits.
+    Delete,
+    /// `kubectl delete pod <leader> --grace-period=0 --force`: the container is killed.
+    ForceDelete,
+    /// The leader's container dies (SIGKILL); the kubelet restarts it in place.
+    Crash,
+}
+
+#[derive(Default)]
+struct Figures {
+    /// Action → the new leader and term in status, per kind of action.
+    failover: BTreeMap<Action, Vec<Duration>>,
+    apply_to_leader: Option<Duration>,
+    apply_to_ready: Option<Duration>,
+    scale_up: Option<Duration>,
+    scale_down: Option<Duration>,
+    tls_to_leader: Option<Duration>,
+    operator_rss: Option<u64>,
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+impl Figures {
+    fn print(&self) {
+        let secs = |d: Option<Duration>| {
+            d.map_or("-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+        };
+        println!("kube journey figures:");
+        for (action, times) in &self.failover {
+            let mut sorted = times.clone();
+            sorted.sort();
+            if sorted.is_empty() {
+                continue;
+            }
+            println!(
+                "  {action:?} of the leader -> new leader and term in status: n={} median {:.2} s, p90 {:.2} s, p99 {:.2} s, max {:.2} s",
+                sorted.len(),
+                quantile(&sorted, 0.5).as_secs_f64(),
+                quantile(&sorted, 0.9).as_secs_f64(),
+                quantile(&sorted, 0.99).as_secs_f64(),
+                sorted[sorted.len() - 1].as_secs_f64()
+            );
+        }
+        println!(
+            "  kubectl apply -> leader in status: {}; -> READY 3/3: {}",
+            secs(self.apply_to_leader),
+            secs(self.apply_to_ready)
+        );
+        println!(
+            "  kubectl scale 3 -> 5 (5 voters ready): {}; 5 -> 3: {}",
+            secs(self.scale_up),
+            secs(self.scale_down)
+        );
+        println!(
+            "  TLS example: apply -> leader in status: {}",
+            secs(self.tls_to_leader)
+        );
+        if let Some(rss) = self.operator_rss {
+            println!(
+                "  the operator's RSS after the journey: {:.1} MiB",
+                rss as f64 / (1024.0 * 1024.0)
+            );
+        }
+    }
+}
+
+struct Journey {
+    world: World,
+    node_image: String,
+    operator_image: String,
+    figures: Figures,
+    /// Every write acknowledged to the journey: key → value.
+    acknowledged: BTreeMap<String, String>,
+}
+
+/// What a steady 3-member cluster shows: every member ready, healthy and a voter, one leader.
+fn steady(s: &RaftClusterStatus, replicas: i32) -> bool {
+    s.leader.is_some()
+        && s.ready_replicas == replicas
+        && s.replicas == replicas
+        && s.members.len() == replicas as usize
+        && s.members.iter().all(|m| m.healthy && m.suffrage == "Voter")
+}
+
+fn rounds() -> (usize, usize, usize) {
+    let parsed: Option<Vec<usize>> = std::env::var("KUBE_JOURNEY_ROUNDS")
+        .ok()
+        .and_then(|v| v.split(',').map(|n| n.trim().parse().ok()).collect());
+    match parsed.as_deref() {
+        Some([d, f, c]) => (*d, *f, *c),
+        _ => (20, 10, 20),
+    }
+}
+
+impl Journey {
+    fn step(&self, name: &str, started: Instant) {
+        println!("kube journey: {name} ... ok ({:.1?})", started.elapsed());
+    }
+
+    async fn run(&mut self) -> Result<(), String> {
+        let t = Instant::now();
+        self.install_operator().await?;
+        self.step("helm install: the operator runs in its pod and is ready", t);
+
+        let log = StatusLog::watch(self.world.plane.client.clone(), NS, "demo");
+        let t = Instant::now();
+        let example = repo_root().join("deploy/examples/raftcluster-3.yaml");
+        self.world
+            .cli
+            .kubectl(&["apply", "-f", &example.display().to_string()])
+            .await?;
+        let leader = log
+            .wait_for(0, STEP, "a leader after kubectl apply", |s| {
+                s.leader.is_some() && s.term > 0
+            })
+            .await?;
+        self.figures.apply_to_leader = Some(leader.at - t);
+        let ready = log.wait_for(0, STEP, "READY 3/3", |s| steady(s, 3)).await?;
+        self.figures.apply_to_ready = Some(ready.at - t);
+        self.check_printer_columns(&ready.status).await?;
+        self.step("kubectl apply: READY 3/3 with a LEADER and a TERM", t);
+
+        let t = Instant::now();
+        self.write("hello", "world").await?;
+        let value = self.read("demo-2", "hello").await?;
+        if value != "world" {
+            return Err(format!(
+                "raftctl get hello through demo-2 said {value:?}, not \"world\""
+            ));
+        }
+        self.step("raftctl put through demo-0, get through demo-2", t);
+
+        let (deletes, forces, crashes) = rounds();
+        let plan = std::iter::repeat_n(Action::Delete, deletes)
+            .chain(std::iter::repeat_n(Action::ForceDelete, forces))
+            .chain(std::iter::repeat_n(Action::Crash, crashes));
+        let t = Instant::now();
+        for (round, action) in plan.enumerate() {
+            self.failover(&log, round, action).await?;
+        }
+        self.check_every_write().await?;
+        self.step(
+            &format!("{deletes} deletes, {forces} forced deletes and {crashes} crashes of the leader: each a new leader in a higher term; every write there"),
+            t,
+        );
+        self.check_events().await?;
+
+        let t = Instant::now();
+        let mark = log.mark();
+        self.world
+            .cli
+            .kubectl(&["scale", "raftcluster", "demo", "--replicas=5"])
+            .await?;
+        let up = log
+            .wait_for(
+                mark,
+                STEP,
+                "5 voters after kubectl scale --replicas=5",
+                |s| steady(s, 5),
+            )
+            .await?;
+        self.figures.scale_up = Some(up.at - t);
+        let t2 = Instant::now();
+        let mark = log.mark();
+        self.world
+            .cli
+            .kubectl(&["scale", "raftcluster", "demo", "--replicas=3"])
+            .await?;
+        let down = log
+            .wait_for(
+                mark,
+                STEP,
+                "3 voters after kubectl scale --replicas=3",
+                |s| steady(s, 3),
+            )
+            .await?;
+        self.figures.scale_down = Some(down.at - t2);
+        self.check_every_write().await?;
+        self.step("kubectl scale 3 -> 5 -> 3, every write there", t);
+
+        let t = Instant::now();
+        self.tls_example().await?;
+        self.step("the TLS example answers raftctl --cacert", t);
+
+        self.figures.operator_rss = Some(self.operator_rss().await?);
+        drop(log);
+
+        let t = Instant::now();
+        self.delete_cluster().await?;
+        self.step(
+            "kubectl delete raftcluster: owned objects collected, volumes kept",
+            t,
+        );
+
+        let t = Instant::now();
+        self.world
+            .cli
+            .helm(&[
+                "uninstall",
+                RELEASE,
+                "-n",
+                OPERATOR_NS,
+                "--wait",
+                "--timeout",
+                "2m",
+            ])
+            .await?;
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(self.world.plane.client.clone(), OPERATOR_NS);
+        if deployments
+            .get_opt(RELEASE)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Err("the operator's Deployment is still there after helm uninstall".into());
+        }
+        self.step("helm uninstall", t);
+        Ok(())
+    }
+
+    async fn install_operator(&self) -> Result<(), String> {
+        let chart = repo_root().join("charts/kuberaft-operator");
+        let (repo, tag) = self
+            .operator_image
+            .split_once(':')
+            .unwrap_or((&self.operator_image, "latest"));
+        let (node_repo, node_tag) = self
+            .node_image
+            .split_once(':')
+            .unwrap_or((&self.node_image, "latest"));
+        let sets = format!(
+            "image.repository={repo},image.tag={tag},nodeImage.repository={node_repo},nodeImage.tag={node_tag}"
+        );
+        self.world
+            .cli
+            .helm(&[
+                "install",
+                RELEASE,
+                &chart.display().to_string(),
+                "-n",
+                OPERATOR_NS,
+                "--create-namespace",
+                "--set",
+                &sets,
+                "--wait",
+                "--timeout",
+                "3m",
+            ])
+            .await
+            .map(|_| ())
+    }
+
+    /// `raftctl put KEY VALUE` in demo-0's container (`kubectl exec demo-0 -- raftctl put`).
+    async fn write(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.write_via("demo-0", key, value).await
+    }
+
+    async fn write_via(&mut self, pod: &str, key: &str, value: &str) -> Result<(), String> {
+        let out = self
+            .world
+            .runner
+            .exec(
+                NS,
+                pod,
+                &["raftctl", "--command-timeout", "10s", "put", key, value],
+            )
+            .await?;
+        if !out.starts_with("OK") {
+            return Err(format!("raftctl put {key} through {pod} said {out:?}"));
+        }
+        self.acknowledged.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// `raftctl get KEY` in `pod`'s container (linearizable).
+    async fn read(&self, pod: &str, key: &str) -> Result<String, String> {
+        self.world
+            .runner
+            .exec(
+                NS,
+                pod,
+                &["raftctl", "--command-timeout", "10s", "get", key],
+            )
+            .await
+            .map(|v| v.trim().to_string())
+    }
+
+    async fn check_printer_columns(&self, status: &RaftClusterStatus) -> Result<(), String> {
+        let table = self.world.cli.kubectl(&["get", "raftclusters"]).await?;
+        println!("{}", table.trim_end());
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("demo "))
+            .ok_or_else(|| format!("kubectl get raftclusters shows no demo:\n{table}"))?;
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let leader = status.leader.clone().unwrap_or_default();
+        if cells.get(1) != Some(&"3/3")
+            || cells.get(2) != Some(&leader.as_str())
+            || cells.get(3) != Some(&status.term.to_string().as_str())
+        {
+            return Err(format!(
+                "kubectl get raftclusters shows {row:?}; expected READY 3/3, LEADER {leader}, TERM {}",
+                status.term
+            ));
+        }
+        Ok(())
+    }
+
+    /// One round: act on the leader, time the new leader's arrival in status, check the data.
+    async fn failover(
+        &mut self,
+        log: &StatusLog,
+        round: usize,
+        action: Action,
+    ) -> Result<(), String> {
+        let before = log
+            .wait_now(STEP, "a steady cluster before the round", |s| steady(s, 3))
+            .await?
+            .status;
+        let leader = before.leader.clone().unwrap_or_default();
+        let term = before.term;
+        let follower = ["demo-0", "demo-1", "demo-2"]
+            .into_iter()
+            .find(|p| *p != leader)
+            .unwrap_or("demo-0");
+        let key = format!("round-{round:03}");
+        self.write_via(
+            follower,
+            &key,
+            &format!("{action:?} of {leader} in term {term}"),
+        )
+        .await?;
+
+        let mark = log.mark();
+        let t0 = Instant::now();
+        let mut deleting = None;
+        match action {
+            Action::Delete => {
+                deleting = Some(self.world.cli.spawn_kubectl(&["delete", "pod", &leader])?)
+            }
+            Action::ForceDelete => {
+                self.world
+                    .cli
+                    .kubectl(&["delete", "pod", &leader, "--grace-period=0", "--force"])
+                    .await?;
+            }
+            Action::Crash => self.world.runner.crash(NS, &leader).await?,
+        }
+        let new = log
+            .wait_for(
+                mark,
+                STEP,
+                &format!("round {round} ({action:?} of {leader}): a new leader after term {term}"),
+                |s| s.term > term && s.leader.as_ref().is_some_and(|l| *l != leader),
+            )
+            .await?;
+        let took = new.at - t0;
+        self.figures.failover.entry(action).or_default().push(took);
+        if let Some(child) = deleting {
+            let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "kubectl delete pod {leader}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        let new_leader = new.status.leader.clone().unwrap_or_default();
+        let value = self.read(&new_leader, &key).await?;
+        if Some(&value) != self.acknowledged.get(&key) {
+            return Err(format!(
+                "round {round}: {key} reads {value:?} through {new_leader} after the failover"
+            ));
+        }
+        println!(
+            "kube journey: round {round:2} {action:?} of {leader} (term {term}) -> {new_leader} in term {} after {:.2} s",
+            new.status.term,
+            took.as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Every acknowledged write, read back through demo-1.
+    async fn check_every_write(&self) -> Result<(), String> {
+        for (key, value) in &self.acknowledged {
+            let got = self.read("demo-1", key).await?;
+            if &got != value {
+                return Err(format!(
+                    "{key} reads {got:?}, but {value:?} was acknowledged"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_events(&self) -> Result<(), String> {
+        let events = self
+            .world
+            .cli
+            .kubectl(&["events", "--for", "raftcluster/demo"])
+            .await?;
+        let elected = events
+            .lines()
+            .filter(|l| l.contains("LeaderElected"))
+            .count();
+        if elected == 0 {
+            return Err(format!(
+                "no LeaderElected Event for raftcluster/demo:\n{events}"
+            ));
+        }
+        Ok(())
+    }
+
+    async fn tls_example(&mut self) -> Result<(), String> {
+        let log = StatusLog::watch(self.world.plane.client.clone(), NS, "secure");
+        let t = Instant::now();
+        let example = repo_root().join("deploy/examples/raftcluster-tls.yaml");
+        self.world
+            .cli
+            .kubectl(&["apply", "-f", &example.display().to_string()])
+            .await?;
+        let up = log
+            .wait_for(0, STEP, "a leader of the TLS example", |s| steady(s, 3))
+            .await?;
+        self.figures.tls_to_leader = Some(up.at - t);
+        let tls = [
+            "--cacert",
+            "/etc/kuberaft/tls/ca.crt",
+            "--cert",
+            "/etc/kuberaft/tls/tls.crt",
+            "--key",
+            "/etc/kuberaft/tls/tls.key",
+            "--endpoints",
+            "https://secure-1.secure-peers.default.svc.cluster.local:7001",
+        ];
+        let mut put = vec!["raftctl"];
+        put.extend(tls);
+        put.extend(["put", "over-tls", "yes"]);
+        let out = self.world.runner.exec(NS, "secure-0", &put).await?;
+        if !out.starts_with("OK") {
+            return Err(format!(
+                "raftctl --cacert put through secure-1 said {out:?}"
+            ));
+        }
+        let mut get = vec!["raftctl"];
+        get.extend(tls);
+        get.extend(["get", "over-tls"]);
+        let value = self.world.runner.exec(NS, "secure-2", &get).await?;
+        if value.trim() != "yes" {
+            return Err(format!("raftctl --cacert get over-tls said {value:?}"));
+        }
+        self.world
+            .cli
+            .kubectl(&["delete", "raftcluster", "secure"])
+            .await?;
+        Ok(())
+    }
+
+    async fn operator_rss(&self) -> Result<u64, String> {
+        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), OPERATOR_NS);
+        let list = pods
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
+            .await
+            .map_err(|e| e.to_string())?;
+        let pod = list.items.first().ok_or("no operator pod")?;
+        self.world
+            .runner
+            .rss_bytes(OPERATOR_NS, &pod.name_any())
+            .await
+    }
+
+    /// `kubectl delete raftcluster demo`: the garbage collector removes the StatefulSet, the
+    /// Services and the PDB; the PVCs stay (retention Retain).
+    async fn delete_cluster(&self) -> Result<(), String> {
+        self.world
+            .cli
+            .kubectl(&["delete", "raftcluster", "demo"])
+            .await?;
+        let client = self.world.plane.client.clone();
+        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+        let svc: Api<Service> = Api::namespaced(client.clone(), NS);
+        let pdb: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
+        let deadline = Instant::now() + STEP;
+        loop {
+            let mut left = Vec::new();
+            if sts
+                .get_opt("demo")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                left.push("statefulset/demo".to_string());
+            }
+            for name in ["demo", "demo-peers", "demo-leader"] {
+                if svc
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    left.push(format!("service/{name}"));
+                }
+            }
+            if pdb
+                .get_opt("demo")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                left.push("poddisruptionbudget/demo".to_string());
+            }
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "still there after kubectl delete raftcluster demo: {left:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client, NS);
+        for ordinal in 0..5 {
+            let name = format!("data-demo-{ordinal}");
+            if pvcs
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!(
+                    "{name} is gone; the volumes should be kept (Retain)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a person would look at when the journey fails.
+    async fn diagnose(&self) {
+        for args in [
+            vec!["get", "nodes,pods,pvc,pv", "-A", "-o", "wide"],
+            vec!["get", "raftclusters", "-o", "yaml"],
+            vec!["get", "events", "-A", "--sort-by=.lastTimestamp"],
+        ] {
+            match self.world.cli.kubectl(&args).await {
+                Ok(out) => println!("--- kubectl {}\n{out}", args.join(" ")),
+                Err(e) => println!("--- kubectl {}: {e}", args.join(" ")),
+            }
+        }
+        let all: Api<Pod> = Api::all(self.world.plane.client.clone());
+        if let Ok(list) = all.list(&ListParams::default()).await {
+            for pod in list.items {
+                let states: Vec<String> = pod
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .map(|c| format!("{:?} (restarts {})", c.state, c.restart_count))
+                    .collect();
+                println!(
+                    "--- pod {}/{}: {states:?}",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any()
+                );
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), OPERATOR_NS);
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for pod in list.items {
+                println!(
+                    "--- logs of {OPERATOR_NS}/{}\n{}",
+                    pod.name_any(),
+                    self.world.runner.logs(OPERATOR_NS, &pod.name_any()).await
+                );
+            }
+        }
+        for pod in ["demo-0", "demo-1", "demo-2"] {
+            let logs = self.world.runner.logs(NS, pod).await;
+            let tail: Vec<&str> = logs.lines().rev().take(20).collect();
+            println!(
+                "--- last lines of {pod}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        for part in ["kube-apiserver", "kube-controller-manager"] {
+            println!(
+                "--- last lines of {part}\n{}",
+                self.world.plane.log_tail(part, 15)
+            );
+        }
+    }
+}
