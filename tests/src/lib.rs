@@ -15,5 +15,6 @@ pub mod manifests;
 pub mod prometheus;
 pub mod script;
 pub mod sim;
+pub mod skip;
 pub mod tls;
 pub mod workload;

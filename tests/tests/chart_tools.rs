@@ -10,7 +10,8 @@
 //!   message its `# expect:` line names; and the installed RBAC asked (SubjectAccessReview)
 //!   whether the operator's ServiceAccount may make each call it makes, and no others.
 //!
-//! A missing tool is reported as SKIPPED with the reason; nothing passes silently. The harness
+//! A missing tool is reported as SKIPPED with the reason (a failure with `KUBERAFT_NO_SKIP=1`,
+//! as in CI); nothing passes silently. The harness
 //! is its own `main` so that the report is always printed.
 
 // The operator's real-API tier starts the server; its helper is shared, not copied.
@@ -57,6 +58,14 @@ struct Report {
 }
 
 impl Report {
+    /// A tier that could not run: a failure where skips are failures (CI).
+    fn skipped(&mut self, what: &str) {
+        if kuberaft_tests::skip::skips_are_failures() {
+            println!("chart tools: {what} ... FAILED: skipped, and KUBERAFT_NO_SKIP=1");
+            self.failed.push(format!("{what} (skipped)"));
+        }
+    }
+
     fn check(&mut self, name: &str, result: Result<String, String>) {
         match result {
             Ok(detail) => {
@@ -83,6 +92,7 @@ fn main() -> ExitCode {
                 "chart tools: helm tier SKIPPED: {why}; see README.md, \"Chart and manifest checks\""
             );
             println!("chart tools: helm tier SKIPPED: {why}");
+            report.skipped("the helm tier");
             None
         }
     };
@@ -96,6 +106,7 @@ fn main() -> ExitCode {
                 "chart tools: API-server tier SKIPPED: {why}; see README.md, \"Chart and manifest checks\""
             );
             println!("chart tools: API-server tier SKIPPED: {why}");
+            report.skipped("the API-server tier");
         }
     }
     println!(
@@ -404,9 +415,12 @@ async fn apiserver_tier(assets: &Path, renders: Option<&[Render]>, report: &mut 
                 );
             }
         }
-        None => println!(
-            "chart tools: dry run of the rendered chart SKIPPED: helm not found (set HELM=...)"
-        ),
+        None => {
+            println!(
+                "chart tools: dry run of the rendered chart SKIPPED: helm not found (set HELM=...)"
+            );
+            report.skipped("the dry run of the rendered chart");
+        }
     }
     for (what, dir) in [
         (

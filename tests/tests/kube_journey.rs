@@ -36,8 +36,9 @@ use kuberaft_tests::docker::cli::docker;
 use kuberaft_tests::docker::image::{self, repo_root};
 use kuberaft_tests::docker::resources::Run;
 use kuberaft_tests::kube::observer::StatusLog;
-use kuberaft_tests::kube::tools::{Tools, skips_are_failures};
+use kuberaft_tests::kube::tools::Tools;
 use kuberaft_tests::kube::world::World;
+use kuberaft_tests::skip::skips_are_failures;
 
 const NS: &str = "default";
 const OPERATOR_NS: &str = "kuberaft-system";
@@ -457,10 +458,10 @@ impl Journey {
         round: usize,
         action: Action,
     ) -> Result<(), String> {
-        let before = log
-            .wait_now(STEP, "a steady cluster before the round", |s| steady(s, 3))
-            .await?
-            .status;
+        // What a user sees before acting: every pod ready, and a leader in status. Not more:
+        // waiting until the operator also streams from every member again would hide a slow
+        // reconnect after a restart, which is what made status lag elections.
+        let before = self.pods_ready_with_leader(log).await?;
         let leader = before.leader.clone().unwrap_or_default();
         let term = before.term;
         let follower = ["demo-0", "demo-1", "demo-2"]
@@ -522,6 +523,43 @@ impl Journey {
             took.as_secs_f64()
         );
         Ok(())
+    }
+
+    /// Waits until pods demo-0..2 are Ready (and none is being deleted) and status names one of
+    /// them leader; returns that status.
+    async fn pods_ready_with_leader(&self, log: &StatusLog) -> Result<RaftClusterStatus, String> {
+        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), NS);
+        let deadline = Instant::now() + STEP;
+        loop {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .map(|p| p.name_any())
+                .collect();
+            let status = log.latest();
+            if ready.len() == 3 && status.leader.as_ref().is_some_and(|l| ready.contains(l)) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "pods ready: {ready:?}, status: {status:?}; not three ready pods and a leader within {STEP:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Every acknowledged write, read back through demo-1.

@@ -133,6 +133,12 @@ impl FakeCluster {
         });
     }
 
+    /// The member's process is back (a restarted container).
+    #[allow(dead_code)]
+    pub fn revive(&self, id: u64) {
+        self.update(|s| s.dead.retain(|d| *d != id));
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }

@@ -6,6 +6,7 @@
 //! grants. It serves on `bind_ip`, the gateway of the tier's Docker network, with a certificate
 //! of the tier's own CA that pods get as `ca.crt`.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +57,15 @@ fn spawn(name: &'static str, command: &mut Command, dir: &Path) -> Result<Child,
     let err = out
         .try_clone()
         .map_err(|e| format!("{}: {e}", log.display()))?;
+    // Killed with the test process even when it dies without unwinding (a timeout's SIGKILL):
+    // a leftover API server would hold its port and keep writing to a removed folder.
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     command
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

@@ -83,17 +83,6 @@ impl StatusLog {
             .unwrap_or_default()
     }
 
-    /// The status now, once `pred` holds for it (the latest status or a later one).
-    pub async fn wait_now(
-        &self,
-        timeout: Duration,
-        what: &str,
-        pred: impl Fn(&RaftClusterStatus) -> bool,
-    ) -> Result<Sample, String> {
-        self.wait_for(self.mark().saturating_sub(1), timeout, what, pred)
-            .await
-    }
-
     /// The first status since `mark` for which `pred` holds, waiting up to `timeout`.
     pub async fn wait_for(
         &self,

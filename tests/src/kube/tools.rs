@@ -2,13 +2,9 @@
 //!
 //! `tests/run` unpacks `../shared/tools/k8s` into `target/k8s-tools` and names the folder in
 //! `KUBERAFT_K8S_TOOLS`; etcd is Debian's `etcd-server` on PATH (or `ETCD`), kubectl is on PATH
-//! (or `KUBECTL`). When something is missing a tier says `SKIPPED` and why; with
-//! `KUBERAFT_NO_SKIP=1` (set by CI) a skip is a failure instead.
+//! (or `KUBECTL`). When something is missing a tier says `SKIPPED` and why ([`crate::skip`]).
 
 use std::path::{Path, PathBuf};
-
-/// Set to `1` where every tier must run (CI): a tier that would be skipped fails.
-pub const NO_SKIP_VAR: &str = "KUBERAFT_NO_SKIP";
 
 /// The folder with kube-apiserver, kube-controller-manager and helm.
 pub const TOOLS_VAR: &str = "KUBERAFT_K8S_TOOLS";
@@ -20,11 +16,6 @@ pub struct Tools {
     pub helm: PathBuf,
     pub etcd: PathBuf,
     pub kubectl: PathBuf,
-}
-
-/// Whether a skip must fail the run.
-pub fn skips_are_failures() -> bool {
-    std::env::var(NO_SKIP_VAR).is_ok_and(|v| v == "1")
 }
 
 /// The repository's root (this crate is `tests/`).

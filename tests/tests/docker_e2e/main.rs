@@ -2,11 +2,11 @@
 //! `deploy/docker/`, run as a StatefulSet would run them, through the user's
 //! journey and through faults, with the history checked for linearizability.
 //!
-//!     cargo test --release -p kuberaft-tests --test docker_e2e
+//!     tests/run --test docker_e2e
 //!
 //! It needs a Docker engine and nothing else (no registry: images are built
-//! from local files). Without an engine it fails, unless
-//! `KUBERAFT_SKIP_DOCKER=1` says to skip it. `DOCKER_E2E_SECONDS` sets the
+//! from local files). Without an engine, or with `KUBERAFT_SKIP_DOCKER=1`, it
+//! says SKIPPED and why (and fails where skips are failures, as in CI). `DOCKER_E2E_SECONDS` sets the
 //! length of the fault run (default 120), `DOCKER_E2E_SEED` its randomness.
 //!
 //! The tests run one at a time (each starts its own cluster; two at once on
