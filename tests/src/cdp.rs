@@ -175,6 +175,20 @@ impl Browser {
         Page { session }
     }
 
+    /// Opens `url` in a new page that runs `script` before any script of
+    /// its own: to watch the page from its very first moment.
+    pub fn open_watched(&mut self, url: &str, script: &str) -> Page {
+        let page = self.open("about:blank");
+        self.call(Some(&page.session), "Page.enable", json!({}));
+        self.call(
+            Some(&page.session),
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": script}),
+        );
+        self.call(Some(&page.session), "Page.navigate", json!({"url": url}));
+        page
+    }
+
     /// Evaluates a JavaScript expression in the page; returns its value.
     pub fn eval(&mut self, page: &Page, expression: &str) -> Value {
         let r = self.call(

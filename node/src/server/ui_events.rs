@@ -28,6 +28,11 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// Most entry terms one ENTRIES_APPENDED event carries.
 const MAX_ENTRY_TERMS: usize = 64;
 
+/// Entry terms a STATUS event carries: the log's tail, more than the page
+/// shows of each log (14), so that every cell it draws has its term from
+/// the member's first status on.
+const STATUS_ENTRY_TERMS: usize = 32;
+
 /// What made the core change, as far as the shell can tell.
 #[derive(Clone, Copy, Debug)]
 pub enum Cause {
@@ -76,6 +81,12 @@ pub struct Recorder {
     timer: (u32, u32),
     commit: u64,
     last_status: Option<Instant>,
+    /// Watchers at the last STATUS event. A page draws a member only from
+    /// its first STATUS on, so a new watcher gets one at once.
+    watchers: usize,
+    /// The first appended entry whose term no published event carried (its
+    /// ENTRIES_APPENDED was sampled away): the next one carries it.
+    unpublished_from: Option<u64>,
     pub isolated: bool,
 }
 
@@ -117,6 +128,8 @@ impl Recorder {
             timer: (0, 0),
             commit: 0,
             last_status: None,
+            watchers: 0,
+            unpublished_from: None,
             isolated: false,
         }
     }
@@ -137,7 +150,8 @@ impl Recorder {
         }
     }
 
-    fn publish(&mut self, mut ev: RaftEvent) {
+    /// Sends the event unless sampling leaves it out; says whether it went.
+    fn publish(&mut self, mut ev: RaftEvent) -> bool {
         let kind = ev.kind();
         if sampled(kind) {
             let now = Instant::now();
@@ -150,7 +164,7 @@ impl Recorder {
             }
             if w.count >= SAMPLED_PER_SECOND {
                 w.dropped += 1;
-                return;
+                return false;
             }
             w.count += 1;
             ev.dropped = std::mem::take(&mut w.dropped);
@@ -159,6 +173,7 @@ impl Recorder {
         ev.seq = self.seq;
         ev.unix_ms = unix_ms();
         let _ = self.tx.send(ev);
+        true
     }
 
     /// Nobody watches: forget where the core stood, so the next watcher does
@@ -166,6 +181,8 @@ impl Recorder {
     pub fn idle(&mut self) {
         self.standing = None;
         self.last_status = None;
+        self.watchers = 0;
+        self.unpublished_from = None;
     }
 
     /// After each input: role, term, leader and election-timer changes.
@@ -290,12 +307,15 @@ impl Recorder {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return;
         };
+        // From the first entry no event told of, so that a page that saw
+        // the published events knows the term of every entry.
+        let from = self
+            .unpublished_from
+            .map_or(first.index, |u| u.min(first.index));
         let mut ev = self.event(node, Kind::EntriesAppended);
-        let tail = &entries[entries.len().saturating_sub(MAX_ENTRY_TERMS)..];
-        ev.index = tail.first().map_or(first.index, |e| e.index);
+        (ev.index, ev.entry_terms) = log_tail(node, from, last.index, MAX_ENTRY_TERMS);
         ev.last_index = last.index;
-        ev.entry_terms = tail.iter().map(|e| e.term).collect();
-        self.publish(ev);
+        self.unpublished_from = if self.publish(ev) { None } else { Some(from) };
     }
 
     pub fn committed(&mut self, node: &RawNode) {
@@ -327,9 +347,13 @@ impl Recorder {
         self.publish(ev);
     }
 
-    /// A STATUS event, at most every [`STATUS_EVERY`] unless `now`.
+    /// A STATUS event, at most every [`STATUS_EVERY`] unless `now` or a
+    /// watcher joined since the last one.
     pub fn status(&mut self, node: &RawNode, applied: u64, now: bool) {
-        if !now && self.last_status.is_some_and(|t| t.elapsed() < STATUS_EVERY) {
+        let watchers = self.tx.receiver_count();
+        let joined = watchers > self.watchers;
+        self.watchers = watchers;
+        if !now && !joined && self.last_status.is_some_and(|t| t.elapsed() < STATUS_EVERY) {
             return;
         }
         self.last_status = Some(Instant::now());
@@ -338,6 +362,7 @@ impl Recorder {
         ev.commit_index = node.commit_index();
         ev.applied_index = applied;
         ev.last_index = node.last_index();
+        (ev.index, ev.entry_terms) = log_tail(node, 1, ev.last_index, STATUS_ENTRY_TERMS);
         ev.name = self.name.clone();
         ev.isolated = self.isolated;
         let (elapsed, timeout) = node.election_timer();
@@ -345,6 +370,18 @@ impl Recorder {
         ev.elapsed_ms = elapsed * self.tick_ms;
         self.publish(ev);
     }
+}
+
+/// The terms of the latest `max` entries of `from..=last` that the log still
+/// holds (compaction drops the oldest), and the index of the first of them.
+fn log_tail(node: &RawNode, from: u64, last: u64, max: usize) -> (u64, Vec<Term>) {
+    let mut terms: Vec<Term> = (from.max(1)..=last)
+        .rev()
+        .take(max)
+        .map_while(|i| node.entry(i).map(|e| e.term))
+        .collect();
+    terms.reverse();
+    (last + 1 - terms.len() as u64, terms)
 }
 
 /// Why the role or term changed, in the words of the paper.
@@ -451,7 +488,11 @@ mod tests {
     use crate::raft::{Config, Member, Membership, RestoredState, SnapshotMeta, Suffrage};
 
     fn node() -> RawNode {
-        let members = (1..=3).map(|id| Member {
+        node_of(3)
+    }
+
+    fn node_of(n: u64) -> RawNode {
+        let members = (1..=n).map(|id| Member {
             id,
             name: format!("m{id}"),
             peer_addr: String::new(),
@@ -466,6 +507,32 @@ mod tests {
             ..Default::default()
         };
         RawNode::new(Config::with_tick_ms(1, 10, 7), restored).expect("a core")
+    }
+
+    /// A member alone in its cluster, leader, with `n` entries of its own
+    /// after its leader's no-op; all durable.
+    fn leader_with(n: u8) -> RawNode {
+        let mut node = node_of(1);
+        let turn = |node: &mut RawNode| {
+            if node.has_ready() {
+                node.ready();
+                node.advance();
+            }
+        };
+        while node.role() != Role::Leader {
+            node.tick();
+            turn(&mut node);
+        }
+        for i in 0..n {
+            node.propose(bytes::Bytes::from(vec![i]))
+                .expect("a leader takes proposals");
+            turn(&mut node);
+        }
+        node
+    }
+
+    fn entries(node: &RawNode, from: u64, to: u64) -> Vec<Entry> {
+        (from..=to).filter_map(|i| node.entry(i).cloned()).collect()
     }
 
     fn heartbeat() -> raft::Message {
@@ -532,6 +599,62 @@ mod tests {
             "{v}"
         );
         assert!(v.get("peer_id").is_none(), "zero fields are left out: {v}");
+    }
+
+    #[test]
+    fn a_status_carries_the_terms_of_the_logs_tail() {
+        let (tx, mut rx) = broadcast::channel(16);
+        let mut r = Recorder::new(tx, 1, "m1".into(), 10);
+        let n = leader_with(40);
+        r.status(&n, 0, true);
+        let v = to_json(&rx.try_recv().expect("a status"));
+        let last = n.last_index();
+        assert_eq!(last, 41, "the no-op and 40 entries");
+        assert_eq!(v["last_index"], last);
+        assert_eq!(v["index"], last + 1 - STATUS_ENTRY_TERMS as u64, "{v}");
+        let terms = v["entry_terms"].as_array().expect("entry terms");
+        assert_eq!(terms.len(), STATUS_ENTRY_TERMS);
+        assert!(terms.iter().all(|t| t.as_u64() == Some(n.term())), "{v}");
+    }
+
+    #[test]
+    fn a_new_watcher_gets_a_status_at_once() {
+        let (tx, mut first) = broadcast::channel(16);
+        let mut r = Recorder::new(tx.clone(), 1, "m1".into(), 10);
+        let n = node();
+        r.status(&n, 0, false);
+        assert!(first.try_recv().is_ok(), "the first watcher's status");
+        r.status(&n, 0, false);
+        assert!(first.try_recv().is_err(), "not again within 250 ms");
+        let mut second = tx.subscribe();
+        r.status(&n, 0, false);
+        let ev = second.try_recv().expect("the new watcher's status");
+        assert_eq!(ev.kind(), Kind::Status);
+    }
+
+    #[test]
+    fn entries_whose_event_was_sampled_away_come_with_the_next() {
+        let (tx, mut rx) = broadcast::channel(64);
+        let mut r = Recorder::new(tx, 1, "m1".into(), 10);
+        let n = leader_with(40);
+        for i in 1..=30 {
+            r.appended(&n, &entries(&n, i, i));
+        }
+        let got: Vec<RaftEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(
+            got.len(),
+            SAMPLED_PER_SECOND as usize,
+            "26 to 30 sampled away"
+        );
+        // A second later, the next event tells of the entries left out too.
+        r.windows = [Window::default(); 19];
+        r.appended(&n, &entries(&n, 31, 32));
+        let ev = rx.try_recv().expect("entries appended");
+        assert_eq!((ev.index, ev.last_index), (26, 32));
+        assert_eq!(ev.entry_terms, vec![n.term(); 7]);
+        r.appended(&n, &entries(&n, 33, 33));
+        let ev = rx.try_recv().expect("entries appended");
+        assert_eq!((ev.index, ev.entry_terms.len()), (33, 1), "nothing owed");
     }
 
     #[test]

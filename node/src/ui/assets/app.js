@@ -17,11 +17,13 @@ const state = {
   connected: false,
 };
 
+// A member's role, term and log are what its STATUS events say; until the
+// first one arrives (hasStatus) the page knows none of them and draws none.
 function member(id) {
   let m = state.members.get(id);
   if (!m) {
     m = {
-      id, name: "member " + id, role: "follower", term: 0, votedFor: 0, leaderId: 0,
+      id, name: "member " + id, hasStatus: false, role: "follower", term: 0, votedFor: 0, leaderId: 0,
       commit: 0, applied: 0, last: 0, isolated: false, down: false, downWhy: "",
       lastSeen: 0, deadline: 0, timeout: 0, log: new Map(), fresh: new Set(), paused: false,
     };
@@ -44,22 +46,25 @@ function onEvent(ev) {
   const k = ev.kind;
   if (k === "members") {
     for (const x of ev.members) { const m = member(x.id); m.name = x.name || m.name; }
-    renderCards();
+    dirty = true;
     return;
   }
   const m = member(ev.member_id);
   if (k === "member_unreachable") {
     if (!m.down) note(`${m.name} is unreachable: ${ev.reason}`, "warn");
     m.down = true; m.downWhy = ev.reason || "unreachable";
-    renderCards();
+    dirty = true;
     return;
   }
   if (k === "member_reachable") {
     if (m.down) note(`${m.name} is reachable again`, "role");
     m.down = false; m.downWhy = "";
-    renderCards();
+    dirty = true;
     return;
   }
+  // Events before a member's first status tell of changes to a state the
+  // page does not know yet: drawn, they would show one that never existed.
+  if (k !== "status" && !m.hasStatus) return;
   m.lastSeen = now();
   if (m.down) { m.down = false; m.downWhy = ""; }
   if (ev.dropped) { state.dropped += ev.dropped; }
@@ -69,9 +74,14 @@ function onEvent(ev) {
   switch (k) {
     case "status":
       if (ev.name) m.name = ev.name;
+      m.hasStatus = true;
       m.term = ev.term; m.votedFor = ev.voted_for || 0;
       m.commit = ev.commit_index || 0; m.applied = ev.applied_index || 0;
       m.last = ev.last_index || 0; m.isolated = !!ev.isolated;
+      // The status carries the terms of its log's tail: the whole log as
+      // far as the page draws it.
+      setLog(m, ev.index || m.last + 1, ev.entry_terms || [], false);
+      for (const i of [...m.log.keys()]) if (i > m.last) m.log.delete(i);
       if (m.role !== "leader" && ev.timeout_ms) setTimer(m, ev.timeout_ms, ev.elapsed_ms || 0);
       if (m.role === "leader") noteLeader(ev.term, m.id, ev.unix_ms, "");
       break;
@@ -115,12 +125,13 @@ function onEvent(ev) {
       break;
     case "snapshot_installed":
       note(`${m.name} installed a snapshot at index ${ev.index}`);
+      // Its log is the snapshot now: no entry the page could draw.
       m.log.clear();
+      m.last = ev.index;
       break;
     case "entries_appended": {
       const terms = ev.entry_terms || [];
-      for (const i of [...m.log.keys()]) if (i >= ev.index) m.log.delete(i);
-      terms.forEach((t, j) => { m.log.set(ev.index + j, t); m.fresh.add(ev.index + j); });
+      setLog(m, ev.index, terms, true);
       m.last = Math.max(ev.last_index || ev.index, ev.index + terms.length - 1);
       if (m.role === "leader" && terms.length <= 3) note(`${m.name} appends entry ${ev.index}${ev.last_index > ev.index ? "–" + ev.last_index : ""} (term ${terms[terms.length - 1]})`);
       break;
@@ -137,7 +148,15 @@ function onEvent(ev) {
       note(`${m.name} is ${ev.isolated ? "cut off from its peers" : "connected again"}`, ev.isolated ? "warn" : "role");
       break;
   }
-  dirtyCards = true;
+  dirty = true;
+}
+
+// Entries index, index+1, … of `terms` replace what the log had from index
+// on (a follower's conflicting suffix is overwritten). Entries far behind
+// the tail the page draws are forgotten.
+function setLog(m, index, terms, fresh) {
+  for (const i of [...m.log.keys()]) if (i >= index || i <= index + terms.length - 4 * LOG_TAIL) m.log.delete(i);
+  terms.forEach((t, j) => { m.log.set(index + j, t); if (fresh) m.fresh.add(index + j); });
 }
 
 function setTimer(m, timeout, elapsed) {
@@ -175,9 +194,11 @@ function noteLeader(n, id, at, why) {
 
 // ------------------------------------------------------------- drawing
 
-const stage = document.getElementById("stage");
 const pos = new Map();
+let dirty = true;
 
+// Places every member the page knows of on a circle, those not drawn yet
+// too, so that a member keeps its place when its first status arrives.
 function layout() {
   const ids = [...state.members.keys()].sort((a, b) => a - b);
   const n = ids.length, cx = 300, cy = 230, r = n <= 1 ? 0 : 160;
@@ -185,30 +206,7 @@ function layout() {
     const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
     pos.set(id, { x: cx + r * Math.cos(a), y: cy + r * Math.sin(a) });
   });
-  const links = document.getElementById("links");
-  links.textContent = "";
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) {
-    const a = pos.get(ids[i]), b = pos.get(ids[j]);
-    const l = el("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: "link", "data-a": ids[i], "data-b": ids[j] });
-    links.appendChild(l);
-  }
-  const nodes = document.getElementById("nodes");
-  nodes.textContent = "";
-  for (const id of ids) {
-    const p = pos.get(id);
-    const g = el("g", { class: "member", "data-id": id, transform: `translate(${p.x},${p.y})` });
-    g.appendChild(el("circle", { r: 62, class: "timer-bg" }));
-    g.appendChild(el("circle", { r: 62, class: "timer", transform: "rotate(-90)" }));
-    g.appendChild(el("circle", { r: 52, class: "body" }));
-    g.appendChild(el("text", { y: -70, class: "crown" }));
-    g.appendChild(el("text", { y: -22, class: "name" }));
-    g.appendChild(el("text", { y: -4, class: "role" }));
-    g.appendChild(el("text", { y: 14, class: "small term" }));
-    g.appendChild(el("text", { y: 30, class: "small vote" }));
-    g.appendChild(el("text", { y: 84, class: "status-tag" }));
-    nodes.appendChild(g);
-  }
-  renderCards();
+  dirty = true;
 }
 
 function el(tag, attrs) {
@@ -217,39 +215,107 @@ function el(tag, attrs) {
   return e;
 }
 
-function isDown(m) { return m.down || (m.lastSeen > 0 && now() - m.lastSeen > STALE_MS); }
+function isDown(m, t) { return m.down || (m.lastSeen > 0 && t - m.lastSeen > STALE_MS); }
 
-function drawNodes() {
+// What the page shows, taken once per drawing: header, graph and cards are
+// all drawn from it, so they always agree on leader and term. A member is in
+// it from its first status on; before that only while it cannot be reached,
+// greyed and with nothing about its Raft state (which the page does not know).
+function picture() {
   const t = now();
+  const shown = [];
+  for (const id of [...state.members.keys()].sort((a, b) => a - b)) {
+    const m = state.members.get(id);
+    if (!m.hasStatus && !m.down) continue;
+    const down = isDown(m, t);
+    shown.push({ m, down, known: m.hasStatus, role: down ? "down" : m.role });
+  }
+  return { shown, leaders: shown.filter((s) => s.role === "leader") };
+}
+
+function render() {
+  const p = picture();
+  renderHeader(p);
+  renderGraph(p);
+  renderCards(p);
+  dirty = false;
+}
+
+function renderHeader(p) {
+  const { shown, leaders } = p;
+  document.getElementById("summary").textContent = !shown.some((s) => s.known)
+    ? "waiting for the members' status…"
+    : leaders.length
+      ? `leader ${leaders.map((s) => s.m.name).join(", ")} · term ${Math.max(...leaders.map((s) => s.m.term))}`
+      : "no leader";
+  document.getElementById("dropped").textContent = state.dropped ? `(${state.dropped} chatty events sampled away)` : "";
+}
+
+function renderGraph(p) {
+  const nodes = document.getElementById("nodes");
+  const ids = new Set(p.shown.map((s) => s.m.id));
+  for (const g of [...nodes.children]) if (!ids.has(Number(g.dataset.id))) g.remove();
+  for (const s of p.shown) {
+    const g = nodes.querySelector(`.member[data-id="${s.m.id}"]`) || nodes.appendChild(memberNode(s.m.id));
+    drawNode(g, s);
+  }
+  const links = document.getElementById("links");
+  links.textContent = "";
+  p.shown.forEach((x, i) => p.shown.slice(i + 1).forEach((y) => {
+    const a = pos.get(x.m.id), b = pos.get(y.m.id);
+    const l = el("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: "link" });
+    l.classList.toggle("cut", x.m.isolated || y.m.isolated);
+    links.appendChild(l);
+  }));
+}
+
+function memberNode(id) {
+  const g = el("g", { class: "member", "data-id": id });
+  g.appendChild(el("circle", { r: 62, class: "timer-bg" }));
+  g.appendChild(el("circle", { r: 62, class: "timer", transform: "rotate(-90)" }));
+  g.appendChild(el("circle", { r: 52, class: "body" }));
+  g.appendChild(el("text", { y: -70, class: "crown" }));
+  g.appendChild(el("text", { y: -22, class: "name" }));
+  g.appendChild(el("text", { y: -4, class: "role" }));
+  g.appendChild(el("text", { y: 14, class: "small term" }));
+  g.appendChild(el("text", { y: 30, class: "small vote" }));
+  g.appendChild(el("text", { y: 84, class: "status-tag" }));
+  return g;
+}
+
+function drawNode(g, s) {
+  const m = s.m, at = pos.get(m.id);
+  g.setAttribute("transform", `translate(${at.x},${at.y})`);
+  g.setAttribute("data-role", s.known ? m.role : "unknown");
+  g.setAttribute("data-term", m.term);
+  g.setAttribute("data-down", s.down);
+  g.setAttribute("data-isolated", m.isolated);
+  g.querySelector(".name").textContent = m.name;
+  g.querySelector(".role").textContent = s.role;
+  g.querySelector(".term").textContent = s.known ? "term " + m.term : "";
+  g.querySelector(".vote").textContent = s.known ? "voted " + (m.votedFor ? nameOf(m.votedFor) : "—") : "";
+  g.querySelector(".crown").textContent = s.role === "leader" ? "♛" : "";
+  g.querySelector(".status-tag").textContent = m.paused ? "paused" : m.isolated ? "cut off" : s.down ? (m.downWhy.split(":")[0] || "silent") : "";
+}
+
+// Every frame: the election timers run down. A ring is shown for what the
+// graph shows (its data-role, data-down), never ahead of it.
+function drawTimers() {
+  const t = now(), c = 2 * Math.PI * 62;
   for (const g of document.querySelectorAll("#nodes .member")) {
     const m = state.members.get(Number(g.dataset.id));
-    if (!m) continue;
-    const down = isDown(m);
-    g.setAttribute("data-role", m.role);
-    g.setAttribute("data-term", m.term);
-    g.setAttribute("data-down", down);
-    g.setAttribute("data-isolated", m.isolated);
-    g.querySelector(".name").textContent = m.name;
-    g.querySelector(".role").textContent = down ? "down" : m.role;
-    g.querySelector(".term").textContent = "term " + m.term;
-    g.querySelector(".vote").textContent = "voted " + (m.votedFor ? nameOf(m.votedFor) : "—");
-    g.querySelector(".crown").textContent = m.role === "leader" && !down ? "♛" : "";
-    g.querySelector(".status-tag").textContent = m.paused ? "paused" : m.isolated ? "cut off" : down ? (m.downWhy.split(":")[0] || "silent") : "";
-    const ring = g.querySelector(".timer");
-    const c = 2 * Math.PI * 62;
     let frac = 0;
-    if (!down && m.role !== "leader" && m.timeout > 0) frac = Math.max(0, Math.min(1, (m.deadline - t) / m.timeout));
-    ring.setAttribute("stroke-dasharray", `${c * frac} ${c}`);
-  }
-  for (const l of document.querySelectorAll("#links .link")) {
-    const a = state.members.get(Number(l.dataset.a)), b = state.members.get(Number(l.dataset.b));
-    l.classList.toggle("cut", !!(a && b && (a.isolated || b.isolated)));
+    const running = m && g.dataset.down === "false" && g.dataset.role !== "leader" && g.dataset.role !== "unknown";
+    if (running && m.timeout > 0) frac = Math.max(0, Math.min(1, (m.deadline - t) / m.timeout));
+    g.querySelector(".timer").setAttribute("stroke-dasharray", `${c * frac} ${c}`);
   }
 }
 
+function drawn(id) { return !!document.querySelector(`#nodes .member[data-id="${id}"]`); }
+
 function dot(from, to, cls, r, ms) {
   const a = pos.get(from), b = pos.get(to);
-  if (!a || !b || state.dots.length > MAX_DOTS) return;
+  if (!a || !b || state.dots.length > MAX_DOTS || !drawn(from) || !drawn(to)) return;
   const c = el("circle", { r, class: "msg " + cls, fill: getComputedStyle(document.querySelector(".legend ." + cls)).backgroundColor });
   document.getElementById("dots").appendChild(c);
   state.dots.push({ c, a, b, start: now(), ms });
@@ -266,45 +332,51 @@ function drawDots() {
   });
 }
 
-let dirtyCards = true;
-function renderCards() {
+function renderCards(p) {
   const box = document.getElementById("members");
-  const ids = [...state.members.keys()].sort((a, b) => a - b);
-  for (const id of ids) {
-    const m = state.members.get(id);
-    let card = box.querySelector(`.card[data-id="${id}"]`);
-    if (!card) {
-      card = document.createElement("div");
-      card.className = "card"; card.dataset.id = id;
-      card.innerHTML = `<div class="head"><b></b><span class="meta"></span></div><div class="log"></div><div class="buttons"></div>`;
-      box.appendChild(card);
-      buttonsFor(card.querySelector(".buttons"), id);
-    }
-    const down = isDown(m);
-    card.className = "card " + (down ? "down" : m.role);
-    card.querySelector("b").textContent = `${m.name} · ${down ? "down" : m.role} · term ${m.term}`;
-    card.querySelector(".meta").textContent =
-      `leader ${m.leaderId ? nameOf(m.leaderId) : "—"} · commit ${m.commit} · applied ${m.applied} · last ${m.last}` + (m.isolated ? " · CUT OFF" : "");
-    const log = card.querySelector(".log");
-    log.textContent = "";
-    const last = Math.max(m.last, ...m.log.keys(), 0);
-    for (let i = Math.max(1, last - LOG_TAIL + 1); i <= last; i++) {
-      const e = document.createElement("div");
-      const t = m.log.get(i);
-      e.className = "entry" + (i <= m.commit ? " committed" : "") + (i <= m.applied ? " applied" : "") + (m.fresh.has(i) ? " fresh" : "");
-      e.style.background = t ? termColor(t) : "transparent";
-      e.innerHTML = `<span class="t">${t ? "t" + t : "?"}</span>${i}`;
-      e.title = `index ${i}${t ? ", term " + t : ""}${i <= m.commit ? ", committed" : ""}${i <= m.applied ? ", applied" : ""}`;
-      log.appendChild(e);
-    }
-    m.fresh.clear();
+  const ids = new Set(p.shown.map((s) => s.m.id));
+  for (const c of [...box.children]) if (!ids.has(Number(c.dataset.id))) c.remove();
+  for (const s of p.shown) drawCard(cardFor(box, s.m.id), s);
+}
+
+// A member's card, made the first time it is drawn, in the order of ids.
+function cardFor(box, id) {
+  let card = box.querySelector(`.card[data-id="${id}"]`);
+  if (card) return card;
+  card = document.createElement("div");
+  card.className = "card"; card.dataset.id = id;
+  card.innerHTML = `<div class="head"><b></b><span class="meta"></span></div><div class="log"></div><div class="buttons"></div>`;
+  const next = [...box.children].find((c) => Number(c.dataset.id) > id);
+  box.insertBefore(card, next || null);
+  buttonsFor(card.querySelector(".buttons"), id);
+  return card;
+}
+
+function drawCard(card, s) {
+  const m = s.m;
+  card.className = "card " + (s.down ? "down" : m.role);
+  const log = card.querySelector(".log");
+  log.textContent = "";
+  if (!s.known) {
+    card.querySelector("b").textContent = `${m.name} · down`;
+    card.querySelector(".meta").textContent = m.downWhy;
+    return;
   }
-  const leaders = ids.map((i) => state.members.get(i)).filter((m) => m.role === "leader" && !isDown(m));
-  document.getElementById("summary").textContent = leaders.length
-    ? `leader ${leaders.map((m) => m.name).join(", ")} · term ${Math.max(...leaders.map((m) => m.term))}`
-    : "no leader";
-  document.getElementById("dropped").textContent = state.dropped ? `(${state.dropped} chatty events sampled away)` : "";
-  dirtyCards = false;
+  card.querySelector("b").textContent = `${m.name} · ${s.role} · term ${m.term}`;
+  card.querySelector(".meta").textContent =
+    `leader ${m.leaderId ? nameOf(m.leaderId) : "—"} · commit ${m.commit} · applied ${m.applied} · last ${m.last}` + (m.isolated ? " · CUT OFF" : "");
+  for (let i = Math.max(1, m.last - LOG_TAIL + 1); i <= m.last; i++) {
+    const t = m.log.get(i);
+    // Only entries whose term is known: a cell never guesses.
+    if (!t) continue;
+    const e = document.createElement("div");
+    e.className = "entry" + (i <= m.commit ? " committed" : "") + (i <= m.applied ? " applied" : "") + (m.fresh.has(i) ? " fresh" : "");
+    e.style.background = termColor(t);
+    e.innerHTML = `<span class="t">t${t}</span>${i}`;
+    e.title = `index ${i}, term ${t}${i <= m.commit ? ", committed" : ""}${i <= m.applied ? ", applied" : ""}`;
+    log.appendChild(e);
+  }
+  m.fresh.clear();
 }
 
 function termColor(t) { return `hsl(${(t * 67) % 360} 45% 32%)`; }
@@ -365,7 +437,7 @@ async function act(action, params) {
   const q = new URLSearchParams();
   for (const k in params) q.set(k, params[k]);
   out.className = ""; out.textContent = `${action}…`;
-  if (action === "pause" || action === "resume") { const m = state.members.get(params.member); if (m) m.paused = action === "pause"; }
+  if (action === "pause" || action === "resume") { const m = state.members.get(params.member); if (m) { m.paused = action === "pause"; dirty = true; } }
   try {
     const r = await fetch(`/ui/actions/${action}?${q}`, { method: "POST" });
     const body = await r.json();
@@ -398,7 +470,8 @@ async function start() {
   }
   connect();
   requestAnimationFrame(frame);
-  setInterval(() => { renderCards(); renderTimeline(); }, 500);
+  // Also when no event comes: a member that falls silent turns grey.
+  setInterval(() => { render(); renderTimeline(); }, 500);
 }
 
 function connect() {
@@ -413,23 +486,42 @@ function connect() {
   };
 }
 
-let lastCards = 0;
+let lastRender = 0;
 function frame() {
-  drawNodes();
+  if (dirty && now() - lastRender > 150) { lastRender = now(); render(); }
+  drawTimers();
   drawDots();
-  if (dirtyCards && now() - lastCards > 150) { lastCards = now(); renderCards(); }
   requestAnimationFrame(frame);
 }
 
-// For tests and the curious: what the page shows, as data.
+// For tests and the curious: what the page knows, as data (members: those
+// it draws; role and term null while unknown), and what it shows, as text.
 window.kuberaftView = () => ({
   connected: state.connected,
-  members: [...state.members.values()].map((m) => ({
-    id: m.id, name: m.name, role: m.role, term: m.term, down: isDown(m), isolated: m.isolated,
-    commit: m.commit, applied: m.applied,
+  members: picture().shown.map(({ m, down, known }) => ({
+    id: m.id, name: m.name, hasStatus: known, role: known ? m.role : null, term: known ? m.term : null,
+    down, isolated: m.isolated, commit: m.commit, applied: m.applied,
   })),
   terms: [...state.terms.values()],
   events: events.slice(-50),
+  shown: shownOnPage(),
 });
+
+// The texts the page shows, read back from the page itself: the header, each
+// member in the graph (crowned or not) and each card with its log cells.
+function shownOnPage() {
+  const text = (root, sel) => { const e = root.querySelector(sel); return e ? e.textContent : ""; };
+  return {
+    header: document.getElementById("summary").textContent,
+    graph: [...document.querySelectorAll("#nodes .member")].map((g) => ({
+      id: Number(g.dataset.id), name: text(g, ".name"), role: text(g, ".role"),
+      term: text(g, ".term"), crowned: text(g, ".crown") !== "",
+    })),
+    cards: [...document.querySelectorAll("#members .card")].map((c) => ({
+      id: Number(c.dataset.id), head: text(c, "b"), meta: text(c, ".meta"),
+      cells: [...c.querySelectorAll(".log .entry")].map((e) => ({ title: e.title, term: text(e, ".t") })),
+    })),
+  };
+}
 
 start();
