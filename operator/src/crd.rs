@@ -36,6 +36,11 @@ pub const GROUP: &str = "kuberaft.io";
     doc = "A Raft consensus cluster run by the kuberaft operator",
     status = "RaftClusterStatus",
     derive = "PartialEq",
+    // Rejected at `kubectl apply`, not later in a condition: the name becomes Service names
+    // (a DNS-1035 label) and the StatefulSet's; its pods' controller-revision-hash label is the
+    // name, '-' and a 10-character hash, and a label value holds at most 63 characters.
+    validation = Rule::new("size(self.metadata.name) <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be at most 52 characters of lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (it names the cluster's Services and StatefulSet)"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",

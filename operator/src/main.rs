@@ -121,19 +121,24 @@ async fn run(args: RunArgs) -> Result<()> {
     let exporter = Arc::new(Exporter::new(&metrics));
     let server = tokio::spawn(http::serve(args.http_listen, health.clone(), exporter));
 
-    let lease_lost = if args.leader_election {
-        let cfg = LeaseConfig {
-            name: args.lease_name.clone(),
-            namespace: args.lease_namespace.clone(),
-            identity: args.instance.clone(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-        };
-        lease::acquire(&client, &cfg).await?;
-        Some(tokio::spawn(lease::hold(client.clone(), cfg)))
-    } else {
-        None
+    let lease_cfg = args.leader_election.then(|| {
+        LeaseConfig::new(
+            args.lease_name.clone(),
+            args.lease_namespace.clone(),
+            args.instance.clone(),
+        )
+    });
+    let lease_lost = match &lease_cfg {
+        Some(cfg) => {
+            lease::acquire(&client, cfg).await?;
+            Some(tokio::spawn(lease::hold(client.clone(), cfg.clone())))
+        }
+        None => None,
     };
+    let stop_renewing = lease_lost
+        .as_ref()
+        .map(tokio::task::JoinHandle::abort_handle);
+    let lease_client = client.clone();
 
     let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel(1024);
     let locator = Arc::new(DnsLocator {
@@ -201,6 +206,13 @@ async fn run(args: RunArgs) -> Result<()> {
     let _ = stop_tx.send(());
     // Let in-flight reconciles finish, briefly.
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    // Only now, when this replica no longer acts, may a standby take over at once.
+    if let Some(renewing) = stop_renewing {
+        renewing.abort();
+    }
+    if let (Ok(()), Some(cfg)) = (&outcome, &lease_cfg) {
+        lease::release(lease_client, cfg).await;
+    }
     outcome
 }
 

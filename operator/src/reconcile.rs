@@ -213,10 +213,10 @@ async fn reconcile_cluster(
     };
     let mut observed = read(ctx, namespace, name).await?;
     let bootstrap = decide_bootstrap(rc, &observed, &ctx.config);
-    let replicas = observed
-        .statefulset
-        .as_ref()
-        .map_or(bootstrap.replicas, |s| s.replicas);
+    let replicas = observed.statefulset.as_ref().map_or_else(
+        || size_without_statefulset(rc, &observed, &bootstrap),
+        |s| s.replicas,
+    );
     // TLS Secrets first: the StatefulSet mounts them and the member client dials with them. A
     // failure is reported in status and blocks every change (a StatefulSet mounting a missing
     // Secret would leave its pods stuck); the member watches keep what they dial with.
@@ -245,7 +245,8 @@ async fn reconcile_cluster(
             Step::SetReplicas(n) => n,
             _ => replicas,
         };
-        match apply_objects(rc, ctx, uid, target, &bootstrap).await {
+        let voters = budget_voters(rc, &raft, replicas);
+        match apply_objects(rc, ctx, uid, target, voters, &bootstrap).await {
             Ok(()) => {
                 if let Some(sts) = observed.statefulset.as_mut() {
                     sts.replicas = target;
@@ -321,6 +322,50 @@ async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<Observed> {
     })
 }
 
+/// The voters whose quorum the PodDisruptionBudget keeps: those of the configuration in force
+/// as the leader reports it; without a leader, the most the cluster may have (spec or pods), so
+/// the budget errs on the side of keeping members.
+pub fn budget_voters(rc: &RaftCluster, raft: &RaftView, replicas: i32) -> i32 {
+    match &raft.configuration {
+        Some(conf) => i32::try_from(conf.iter().filter(|m| m.voter).count()).unwrap_or(i32::MAX),
+        None => rc.spec.replicas.max(replicas),
+    }
+}
+
+/// How many pods a StatefulSet made again (it was deleted, e.g. `--cascade=orphan` to change
+/// its volumeClaimTemplates) must run: as many as the cluster has, never just its bootstrap
+/// size. A cluster created with 3 and scaled to 5 made again with 3 would lose pods 3 and 4,
+/// two of five voters, and with them its quorum. So the largest of: the bootstrap size, the
+/// size status last saw, one past the highest ordinal among the members status lists and
+/// among the pods still running (an orphaning delete leaves them).
+pub fn size_without_statefulset(
+    rc: &RaftCluster,
+    observed: &Observed,
+    bootstrap: &Bootstrap,
+) -> i32 {
+    let name = rc.name_any();
+    let status = rc.status.as_ref();
+    let from_status = status.map_or(0, |s| s.replicas);
+    let from_members = status
+        .into_iter()
+        .flat_map(|s| &s.members)
+        .filter_map(|m| resources::ordinal_of_pod(&name, &m.name))
+        .map(|o| o.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    let from_pods = observed
+        .pods
+        .iter()
+        .map(|p| p.ordinal.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    bootstrap
+        .replicas
+        .max(from_status)
+        .max(from_members)
+        .max(from_pods)
+}
+
 /// The bootstrap membership: as recorded in status; else as the existing StatefulSet's pods
 /// were given it (status was lost, or its write failed after the StatefulSet was made); else
 /// decided now, once, from `spec.replicas`.
@@ -352,11 +397,13 @@ pub fn decide_bootstrap(rc: &RaftCluster, observed: &Observed, cfg: &BuildConfig
     }
 }
 
+/// `voters`: how many voters the disruption budget keeps a quorum of (see [`budget_voters`]).
 async fn apply_objects(
     rc: &RaftCluster,
     ctx: &Context,
     uid: &str,
     replicas: i32,
+    voters: i32,
     bootstrap: &Bootstrap,
 ) -> Result<()> {
     let stores = ctx.owned.as_ref();
@@ -383,7 +430,7 @@ async fn apply_objects(
     .await?;
     let sts = resources::statefulset(rc, &ctx.config, replicas, &bootstrap.initial_members);
     apply(ctx, uid, sts, stores.map(|s| &s.statefulsets)).await?;
-    let pdb = resources::pod_disruption_budget(rc);
+    let pdb = resources::pod_disruption_budget(rc, voters);
     apply(ctx, uid, pdb, stores.map(|s| &s.pod_disruption_budgets)).await?;
     Ok(())
 }

@@ -170,6 +170,21 @@ async fn bad_specs_are_rejected(client: Client) {
         "{heartbeat}"
     );
 
+    // 53 characters: its pods' controller-revision-hash label would exceed 63.
+    let long = "a".repeat(53);
+    let too_long = rejected(&api, &cluster(&long, json!({}))).await;
+    assert!(too_long.contains("at most 52 characters"), "{too_long}");
+    // A valid Kubernetes name (DNS-1123 subdomain), but not a Service name.
+    let dotted = rejected(&api, &cluster("my.cluster", json!({}))).await;
+    assert!(dotted.contains("at most 52 characters"), "{dotted}");
+    let fifty_two = "b".repeat(52);
+    api.create(&PostParams::default(), &cluster(&fifty_two, json!({})))
+        .await
+        .expect("a 52-character name is accepted");
+    api.delete(&fifty_two, &Default::default())
+        .await
+        .expect("delete");
+
     let created = api
         .create(
             &PostParams::default(),
@@ -608,6 +623,7 @@ async fn lease_election(client: Client) {
         namespace: "default".to_string(),
         identity: identity.to_string(),
         duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1_300),
         renew_every: Duration::from_millis(300),
     };
     lease::acquire(&client, &cfg("replica-a"))
@@ -643,4 +659,26 @@ async fn lease_election(client: Client) {
         matches!(lost, kuberaft_operator::Error::LeaseLost(_)),
         "{lost}"
     );
+
+    // A clean shutdown releases the lease: the standby takes it without waiting it out.
+    let long = |identity: &str| LeaseConfig {
+        duration: Duration::from_secs(600),
+        ..cfg(identity)
+    };
+    lease::release(client.clone(), &long("replica-a")).await; // not a's: nothing changes
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        lease::acquire(&client, &long("replica-b")),
+    )
+    .await
+    .expect("b still holds it")
+    .expect("acquire");
+    lease::release(client.clone(), &long("replica-b")).await;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        lease::acquire(&client, &long("replica-a")),
+    )
+    .await
+    .expect("a released lease is free at once, not after its 600 s")
+    .expect("acquire");
 }

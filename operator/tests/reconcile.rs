@@ -318,7 +318,8 @@ async fn scaling_up_adds_a_pod_then_a_learner_then_promotes_it() {
     rc.spec.replicas = 4;
     rc.metadata.generation = Some(2);
 
-    // 1. The StatefulSet grows by one (the PDB follows the new quorum).
+    // 1. The StatefulSet grows by one. The PDB stays as it is: it keeps a quorum of the voters
+    //    in force, 2 of 3 until the new member is a voter.
     let task = start(&rc, &ctx);
     api.get_statefulset("demo", Some(&three)).await;
     api.list_pods(&[]).await;
@@ -326,10 +327,6 @@ async fn scaling_up_adds_a_pod_then_a_learner_then_promotes_it() {
         .apply("/apis/apps/v1/namespaces/default/statefulsets/demo")
         .await;
     assert_eq!(sts["spec"]["replicas"], 4);
-    let pdb = api
-        .apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo")
-        .await;
-    assert_eq!(pdb["spec"]["minAvailable"], 3);
     let (kind, reason, note) = api.event().await;
     assert_eq!(
         (kind.as_str(), reason.as_str()),
@@ -402,6 +399,10 @@ async fn scaling_up_adds_a_pod_then_a_learner_then_promotes_it() {
     api.get_statefulset("demo", Some(&statefulset(&sts, 4)))
         .await;
     api.list_pods(&[]).await;
+    let pdb = api
+        .apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo")
+        .await;
+    assert_eq!(pdb["spec"]["minAvailable"], 3, "a quorum of 4 voters");
     let status = api.status(&rc).await;
     task.await.expect("no panic").expect("reconciled");
     assert_eq!(status["phase"], "Running");
@@ -489,6 +490,13 @@ async fn scaling_down_moves_leadership_then_removes_the_member_then_shrinks() {
         .apply("/apis/apps/v1/namespaces/default/statefulsets/demo")
         .await;
     assert_eq!(sts["spec"]["replicas"], 3);
+    let pdb = api
+        .apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo")
+        .await;
+    assert_eq!(
+        pdb["spec"]["minAvailable"], 2,
+        "3 of 4 until demo-3 left; a quorum of 3 now"
+    );
     let status = api.status(&rc).await;
     task.await.expect("no panic").expect("reconciled");
     assert_eq!(status["replicas"], 3);
@@ -726,4 +734,51 @@ async fn a_tls_cluster_gets_a_ca_and_a_member_certificate_then_keeps_them() {
     let error = task.await.expect("no panic").expect_err("no Secret");
     assert!(error.to_string().contains("mine"), "{error}");
     assert!(error.to_string().contains("secretName"), "{error}");
+}
+
+/// A cluster created with 3 and scaled to 5 whose StatefulSet was deleted (`kubectl delete
+/// statefulset --cascade=orphan`, the usual way to change volumeClaimTemplates): it is made
+/// again with 5 pods, not the bootstrap 3, which would take two of five voters away.
+#[tokio::test]
+async fn a_deleted_statefulset_comes_back_at_the_clusters_size_not_the_bootstrap_size() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 5);
+    fake.serve(5).await;
+    fake.elect(1);
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 5);
+    members_up(&ctx, 5).await;
+    settle(&ctx, "demo-0 leads", leader_is("demo-0", 1)).await;
+    let bootstrap =
+        kuberaft_operator::resources::initial_members("demo", "default", "cluster.local", 3);
+    let members: Vec<Value> = (0..5)
+        .map(|o| {
+            json!({"name": format!("demo-{o}"), "id": o + 1, "role": if o == 0 { "Leader" } else { "Follower" },
+                   "suffrage": "Voter", "term": 1, "commitIndex": 9, "healthy": true})
+        })
+        .collect();
+    let rc = with_status(
+        &cluster(5),
+        &json!({"replicas": 5, "readyReplicas": 5, "leader": "demo-0", "term": 1,
+                "members": members,
+                "bootstrap": {"replicas": 3, "initialMembers": bootstrap}}),
+    );
+
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", None).await;
+    // The orphaned pods still run.
+    let pods: Vec<Pod> = (0..5).map(|o| pod(&format!("demo-{o}"), o == 0)).collect();
+    api.list_pods(&pods).await;
+    let owned = api.apply_all("demo").await;
+    assert_eq!(owned.statefulset["spec"]["replicas"], 5);
+    let env = owned.statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    assert!(
+        env.iter().any(|e| e["value"] == bootstrap.as_str()),
+        "the bootstrap membership stays what the pods were given: {env:?}"
+    );
+    api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    api.nothing_more().await;
 }
