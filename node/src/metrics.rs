@@ -45,6 +45,7 @@ pub struct Metrics {
     pub snapshot_index: Gauge,
     pub proposals_committed: Counter,
     pub proposals_failed: Counter,
+    pub requests_abandoned: Family<KindLabels, Counter>,
     pub append_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub apply_seconds: Histogram,
@@ -80,6 +81,7 @@ impl Metrics {
             snapshot_index: Gauge::default(),
             proposals_committed: Counter::default(),
             proposals_failed: Counter::default(),
+            requests_abandoned: Family::default(),
             append_seconds: latency(),
             fsync_seconds: latency(),
             apply_seconds: latency(),
@@ -133,6 +135,11 @@ impl Metrics {
             "proposals_failed",
             "Client writes refused or lost to a leader change",
             m.proposals_failed.clone(),
+        );
+        r.register(
+            "requests_abandoned",
+            "Requests not carried out because their client's deadline had passed or it hung up (kind: write, read, membership, transfer)",
+            m.requests_abandoned.clone(),
         );
         r.register_with_unit(
             "append",

@@ -189,6 +189,31 @@ impl Cluster {
         Self::build("test", n, |_| args.clone(), |id| format!("node-{id}"))
     }
 
+    /// Starts `n` members whose client ports, as the members know each other (where a
+    /// follower forwards to the leader), are `advertised(id)` instead of their own: for a
+    /// proxy in between. Clients still reach each member at its own port.
+    pub fn start_advertising(n: u64, advertised: impl Fn(u64) -> u16) -> Cluster {
+        let mut c = Self::prepare("test", n, |_| Vec::new(), |id| format!("node-{id}"));
+        c.initial_members = c
+            .members
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}={}@127.0.0.1:{}/{}",
+                    m.id,
+                    m.name,
+                    m.peer_port,
+                    advertised(m.id)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
     /// Starts `n` members, each with its own extra flags (e.g. its own
     /// certificate files).
     pub fn start_with_each(n: u64, args_of: impl Fn(u64) -> Vec<String>) -> Cluster {
@@ -196,6 +221,20 @@ impl Cluster {
     }
 
     fn build(
+        cluster: &str,
+        n: u64,
+        args_of: impl Fn(u64) -> Vec<String>,
+        name_of: impl Fn(u64) -> String,
+    ) -> Cluster {
+        let mut c = Self::prepare(cluster, n, args_of, name_of);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// The cluster's members with their ports and folders, none started yet.
+    fn prepare(
         cluster: &str,
         n: u64,
         args_of: impl Fn(u64) -> Vec<String>,
@@ -225,16 +264,12 @@ impl Cluster {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             name: cluster.into(),
             members,
             dir,
             initial_members,
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
     }
 
     /// Starts a new member that is not among the initial members: it joins

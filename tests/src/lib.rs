@@ -13,6 +13,7 @@ pub mod kube;
 pub mod linearizability;
 pub mod manifests;
 pub mod prometheus;
+pub mod proxy;
 pub mod script;
 pub mod sim;
 pub mod skip;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures::Stream;
 use kuberaft_proto::admin as pb;
 use kuberaft_proto::admin::admin_server::Admin;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use super::client::{ClientError, ClientRequest};
+use super::client::{ClientError, ClientRequest, ask};
 use super::deadline::{Deadline, FORWARDED};
 use super::event::Event;
 use super::forward::Forwarder;
@@ -33,26 +33,6 @@ enum Outcome<T> {
 }
 
 impl AdminService {
-    async fn ask<T>(
-        &self,
-        deadline: Deadline,
-        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> ClientRequest,
-    ) -> Result<T, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.events
-            .send(Event::Client(make(tx)))
-            .map_err(|_| ClientError::Unavailable("member is shutting down".into()))?;
-        match tokio::time::timeout(deadline.remaining(), rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ClientError::Unavailable(
-                "member stopped before answering".into(),
-            )),
-            Err(_) => Err(ClientError::Unavailable(
-                "deadline exceeded; the change may still happen".into(),
-            )),
-        }
-    }
-
     /// Proposes a membership change here, retrying while the previous change
     /// is uncommitted or a learner catches up; `Forward` when not leader.
     async fn change(
@@ -63,12 +43,14 @@ impl AdminService {
     ) -> Result<Outcome<Membership>, Status> {
         loop {
             let c = change.clone();
-            match self
-                .ask(deadline, |reply| ClientRequest::ChangeMembership {
+            match ask(&self.events, deadline, |reply| {
+                ClientRequest::ChangeMembership {
                     change: c,
+                    deadline,
                     reply,
-                })
-                .await
+                }
+            })
+            .await
             {
                 Ok(m) => return Ok(Outcome::Done(m)),
                 Err(ClientError::NotLeader {
@@ -290,9 +272,12 @@ impl Admin for AdminService {
                 if s.code() == tonic::Code::FailedPrecondition
                     && s.message().contains("cannot remove itself") =>
             {
-                self.ask(deadline, |reply| ClientRequest::TransferLeadership {
-                    to: None,
-                    reply,
+                ask(&self.events, deadline, |reply| {
+                    ClientRequest::TransferLeadership {
+                        to: None,
+                        deadline,
+                        reply,
+                    }
                 })
                 .await
                 .map_err(|e| e.to_status())?;
@@ -326,12 +311,14 @@ impl Admin for AdminService {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let r = request.into_inner();
         let to = (r.to != 0).then_some(r.to);
-        match self
-            .ask(deadline, |reply| ClientRequest::TransferLeadership {
+        match ask(&self.events, deadline, |reply| {
+            ClientRequest::TransferLeadership {
                 to,
+                deadline,
                 reply,
-            })
-            .await
+            }
+        })
+        .await
         {
             Ok((leader_id, term)) => Ok(Response::new(pb::TransferLeadershipResponse {
                 leader_id,
@@ -355,9 +342,11 @@ impl Admin for AdminService {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let deadline = Deadline::of(&request);
-        self.ask(deadline, |reply| ClientRequest::Snapshot { reply })
-            .await
-            .map(Response::new)
-            .map_err(|e| e.to_status())
+        ask(&self.events, deadline, |reply| ClientRequest::Snapshot {
+            reply,
+        })
+        .await
+        .map(Response::new)
+        .map_err(|e| e.to_status())
     }
 }

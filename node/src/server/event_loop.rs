@@ -11,7 +11,11 @@ use kuberaft_proto::kv as kvpb;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::client::{ClientError, ClientRequest, ReadQuery, ReadResult, Reply, WriteResult};
+use super::client::{
+    ClientError, ClientRequest, NOT_CARRIED_OUT, ReadQuery, ReadResult, Reply, WriteResult,
+    abandoned,
+};
+use super::deadline::Deadline;
 use super::event::{Event, PeerAnswer};
 use super::status::StatusBoard;
 use super::ui_events::{Cause, Recorder};
@@ -317,7 +321,14 @@ impl EventLoop {
 
     fn handle_client(&mut self, req: ClientRequest) {
         match req {
-            ClientRequest::Write { command, reply } => {
+            ClientRequest::Write {
+                command,
+                deadline,
+                reply,
+            } => {
+                let Some(reply) = self.unless_abandoned(reply, &deadline, "write") else {
+                    return;
+                };
                 if self.shutdown_at.is_some() {
                     let _ = reply.send(Err(ClientError::Unavailable(
                         "member is shutting down".into(),
@@ -339,8 +350,12 @@ impl EventLoop {
             ClientRequest::Read {
                 query,
                 linearizable,
+                deadline,
                 reply,
             } => {
+                let Some(reply) = self.unless_abandoned(reply, &deadline, "read") else {
+                    return;
+                };
                 if !linearizable {
                     let result = self.read(&query);
                     let _ = reply.send(Ok((result, self.header())));
@@ -357,7 +372,14 @@ impl EventLoop {
                     }
                 }
             }
-            ClientRequest::ChangeMembership { change, reply } => {
+            ClientRequest::ChangeMembership {
+                change,
+                deadline,
+                reply,
+            } => {
+                let Some(reply) = self.unless_abandoned(reply, &deadline, "membership") else {
+                    return;
+                };
                 match self.node.propose_conf_change(change) {
                     Ok(index) => {
                         self.pending_changes
@@ -370,7 +392,14 @@ impl EventLoop {
                     }
                 }
             }
-            ClientRequest::TransferLeadership { to, reply } => {
+            ClientRequest::TransferLeadership {
+                to,
+                deadline,
+                reply,
+            } => {
+                let Some(reply) = self.unless_abandoned(reply, &deadline, "transfer") else {
+                    return;
+                };
                 if self.node.role() != Role::Leader {
                     let _ = reply.send(Err(self.not_leader()));
                     return;
@@ -414,6 +443,31 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// `reply`, unless nobody waits for it any more: then the request is answered
+    /// DEADLINE_EXCEEDED and dropped, never proposed or read, so a client that gave up never
+    /// finds its write applied later (a forwarded request can arrive long after it was sent).
+    fn unless_abandoned<T>(
+        &self,
+        reply: Reply<T>,
+        deadline: &Deadline,
+        kind: &'static str,
+    ) -> Option<Reply<T>> {
+        if !abandoned(&reply, deadline) {
+            return Some(reply);
+        }
+        self.metrics
+            .requests_abandoned
+            .get_or_create(&crate::metrics::KindLabels { kind })
+            .inc();
+        tracing::debug!(
+            member = self.cfg.id,
+            kind,
+            "request abandoned by its client; not carried out"
+        );
+        let _ = reply.send(Err(ClientError::DeadlineExceeded(NOT_CARRIED_OUT.into())));
+        None
     }
 
     fn election_timeout_max(&self) -> Duration {

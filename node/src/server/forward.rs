@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::client::WriteResult;
-use super::deadline::{Deadline, FORWARDED};
+use super::deadline::{DEADLINE_HEADER, Deadline, FORWARDED};
 use crate::tls::ClientTls;
 use crate::transport::channel::{CONNECT_TIMEOUT, lazy_channel_with};
 use crate::transport::peer::MAX_MESSAGE_BYTES;
@@ -26,11 +26,17 @@ pub struct Forwarder {
     tls: Option<ClientTls>,
 }
 
+/// The request as the leader gets it: marked as forwarded, with the client's deadline as an
+/// absolute time (see `deadline.rs` for why a relative one is not enough).
 fn forwarded<T>(msg: T, deadline: Deadline) -> Request<T> {
     let mut r = Request::new(msg);
     r.set_timeout(deadline.remaining());
     r.metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    r.metadata_mut().insert(
+        DEADLINE_HEADER,
+        tonic::metadata::MetadataValue::from(deadline.unix_ms()),
+    );
     r
 }
 

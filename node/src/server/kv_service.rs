@@ -7,10 +7,10 @@ use bytes::Bytes;
 use kuberaft_proto::kv as pb;
 use kuberaft_proto::kv::kv_server::Kv;
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::client::{ClientError, ClientRequest, ReadQuery, ReadResult, WriteResult};
+use super::client::{ClientError, ClientRequest, ReadQuery, ReadResult, WriteResult, ask};
 use super::deadline::{Deadline, FORWARDED};
 use super::event::Event;
 use super::forward::Forwarder;
@@ -53,38 +53,18 @@ fn check_value(value: &[u8]) -> Result<(), Status> {
 }
 
 impl KvService {
-    /// Sends a request to the event loop and waits for the answer within the
-    /// client's deadline.
-    async fn ask<T>(
-        &self,
-        deadline: Deadline,
-        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> ClientRequest,
-    ) -> Result<T, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.events.send(Event::Client(make(tx))).map_err(|_| {
-            ClientError::Unavailable("member is shutting down; use another member".into())
-        })?;
-        match tokio::time::timeout(deadline.remaining(), rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ClientError::Unavailable(
-                "member stopped before answering; the outcome is unknown".into(),
-            )),
-            Err(_) => Err(ClientError::Unavailable(DEADLINE_MESSAGE.into())),
-        }
-    }
-
     async fn write<Req>(
         &self,
         request: &Request<Req>,
         command: pb::Command,
     ) -> Result<(WriteResult, pb::ResponseHeader), Status> {
         let deadline = Deadline::of(request);
-        match self
-            .ask(deadline, |reply| ClientRequest::Write {
-                command: command.clone(),
-                reply,
-            })
-            .await
+        match ask(&self.events, deadline, |reply| ClientRequest::Write {
+            command: command.clone(),
+            deadline,
+            reply,
+        })
+        .await
         {
             Err(ClientError::NotLeader {
                 leader_addr: Some(addr),
@@ -95,9 +75,6 @@ impl KvService {
                     .forward_write(&addr, command, deadline)
                     .await?;
                 Ok(answer)
-            }
-            Err(ClientError::Unavailable(m)) if m == DEADLINE_MESSAGE => {
-                Err(Status::deadline_exceeded(m))
             }
             other => other.map_err(|e| e.to_status()),
         }
@@ -110,29 +87,23 @@ impl KvService {
         query: impl Fn() -> ReadQuery,
         linearizable: bool,
     ) -> Result<Result<(ReadResult, pb::ResponseHeader), (String, Deadline)>, Status> {
-        match self
-            .ask(deadline, |reply| ClientRequest::Read {
-                query: query(),
-                linearizable,
-                reply,
-            })
-            .await
+        match ask(&self.events, deadline, |reply| ClientRequest::Read {
+            query: query(),
+            linearizable,
+            deadline,
+            reply,
+        })
+        .await
         {
             Ok(r) => Ok(Ok(r)),
             Err(ClientError::NotLeader {
                 leader_addr: Some(addr),
                 ..
             }) if !forwarded => Ok(Err((addr, deadline))),
-            Err(ClientError::Unavailable(m)) if m == DEADLINE_MESSAGE => {
-                Err(Status::deadline_exceeded(m))
-            }
             Err(e) => Err(e.to_status()),
         }
     }
 }
-
-const DEADLINE_MESSAGE: &str =
-    "deadline exceeded before the member answered; the outcome is unknown";
 
 #[tonic::async_trait]
 impl Kv for KvService {
