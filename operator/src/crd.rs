@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::crd::CustomResourceExt;
@@ -97,7 +99,8 @@ pub struct RaftClusterSpec {
     #[serde(default)]
     pub storage: Storage,
 
-    /// CPU and memory of each member's container.
+    /// CPU and memory of each member's container. Unset: requests of 100m CPU and 128Mi memory
+    /// and no limits (Burstable, so members are not the first pods a node evicts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -311,6 +314,11 @@ pub struct PodSettings {
     /// Replaces the default, which prefers one member per node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Replaces the default, which spreads members evenly over zones
+    /// (`topology.kubernetes.io/zone`, maxSkew 1, ScheduleAnyway), so that losing a zone costs
+    /// as few members as the zones allow. An empty list turns spreading off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
 }
@@ -353,7 +361,9 @@ pub struct RaftClusterStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Keyed by type (one condition of each type; server-side apply merges them by type).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

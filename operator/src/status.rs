@@ -1,6 +1,6 @@
 //! The RaftCluster's status, computed (purely) from what was observed: phase, leader, term,
-//! members, and the conditions `Available`, `LeaderElected`, `Progressing`, `Degraded` and
-//! `ReconciliationPaused`, each with a PascalCase reason and a message for people.
+//! members, and the conditions `Ready` (the summary tools wait for), `Available`,
+//! `LeaderElected`, `Progressing`, `Degraded` and `ReconciliationPaused`, each with a PascalCase reason and a message for people.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -12,6 +12,7 @@ use crate::observe::{Observed, RaftView, role_name, suffrage_name};
 use crate::resources::{member_id, pod_name, quorum, selector_string};
 use crate::scaling::Step;
 
+pub const READY: &str = "Ready";
 pub const AVAILABLE: &str = "Available";
 pub const LEADER_ELECTED: &str = "LeaderElected";
 pub const PROGRESSING: &str = "Progressing";
@@ -46,7 +47,13 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
     let rc = input.rc;
     let cluster = rc.name_any();
     let old = rc.status.clone().unwrap_or_default();
-    let generation = rc.metadata.generation;
+    // A paused cluster's spec is not acted on: its generation is not observed until it is
+    // resumed (kstatus, Flux and Argo CD read a lagging observedGeneration as "in progress").
+    let generation = if rc.spec.paused {
+        old.observed_generation
+    } else {
+        rc.metadata.generation
+    };
     let raft = input.raft;
     let replicas = input
         .observed
@@ -226,6 +233,31 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         )
     };
 
+    // What `kubectl wait --for=condition=Ready`, kstatus, Flux and Argo CD look for: serving,
+    // done changing, nothing wrong.
+    let ready = if available.status != "True" {
+        condition(READY, false, &available.reason, available.message.clone())
+    } else if degraded.status == "True" {
+        condition(READY, false, &degraded.reason, degraded.message.clone())
+    } else if progressing.status == "True" {
+        condition(
+            READY,
+            false,
+            &progressing.reason,
+            progressing.message.clone(),
+        )
+    } else {
+        condition(
+            READY,
+            true,
+            "Ready",
+            format!(
+                "{}; every member serving, nothing in progress",
+                available.message
+            ),
+        )
+    };
+
     let phase = if rc.spec.paused {
         Phase::Paused
     } else if degraded.status == "True" {
@@ -250,7 +282,14 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         members,
         bootstrap: input.bootstrap.cloned().or(old.bootstrap),
         observed_generation: generation,
-        conditions: vec![available, leader_elected, progressing, degraded, paused],
+        conditions: vec![
+            ready,
+            available,
+            leader_elected,
+            progressing,
+            degraded,
+            paused,
+        ],
     }
 }
 

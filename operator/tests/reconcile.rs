@@ -243,6 +243,7 @@ async fn a_new_leader_reaches_status_moves_the_leader_label_and_is_announced() {
         "LeaderElected"
     );
     assert_eq!(condition(&status, "Available")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
     assert_eq!(status["members"][0]["role"], "Leader");
     assert_eq!(status["members"][1]["role"], "Follower");
     assert_eq!(status["members"][2]["suffrage"], "Voter");
@@ -288,6 +289,14 @@ async fn a_new_leader_reaches_status_moves_the_leader_label_and_is_announced() {
         condition(&status, "Available")["status"],
         "True",
         "2 of 3 is a quorum"
+    );
+    assert_eq!(
+        (
+            &condition(&status, "Ready")["status"],
+            &condition(&status, "Ready")["reason"]
+        ),
+        (&json!("False"), &json!("MemberUnhealthy")),
+        "available, but not ready while a member is down"
     );
     assert_eq!(status["members"][0]["healthy"], false);
     assert_eq!(status["members"][0]["role"], "Unknown");
@@ -547,6 +556,11 @@ async fn a_paused_cluster_gets_status_and_nothing_else() {
     settle(&ctx, "demo-1 leads", leader_is("demo-1", 1)).await;
     let mut rc = cluster(5);
     rc.spec.paused = true;
+    rc.metadata.generation = Some(4);
+    rc.status = Some(RaftClusterStatus {
+        observed_generation: Some(3),
+        ..RaftClusterStatus::default()
+    });
     let applied = kuberaft_operator::resources::statefulset(
         &rc,
         &BuildConfig::default(),
@@ -567,6 +581,10 @@ async fn a_paused_cluster_gets_status_and_nothing_else() {
     api.event().await; // the leader is still reported
     task.await.expect("no panic").expect("reconciled");
     assert_eq!(status["phase"], "Paused");
+    assert_eq!(
+        status["observedGeneration"], 3,
+        "a paused cluster's new spec is not observed"
+    );
     assert_eq!(condition(&status, "ReconciliationPaused")["status"], "True");
     assert_eq!(status["leader"], "demo-1");
     assert!(fake.calls().is_empty(), "no membership change while paused");

@@ -264,7 +264,20 @@ impl Journey {
         let ready = log.wait_for(0, STEP, "READY 3/3", |s| steady(s, 3)).await?;
         self.figures.apply_to_ready = Some(ready.at - t);
         self.check_printer_columns(&ready.status).await?;
-        self.step("kubectl apply: READY 3/3 with a LEADER and a TERM", t);
+        // What scripts, kstatus, Flux and Argo CD wait on.
+        self.world
+            .cli
+            .kubectl(&[
+                "wait",
+                "--for=condition=Ready",
+                "raftcluster/demo",
+                "--timeout=120s",
+            ])
+            .await?;
+        self.step(
+            "kubectl apply: READY 3/3 with a LEADER and a TERM; kubectl wait --for=condition=Ready",
+            t,
+        );
 
         let t = Instant::now();
         self.write("hello", "world").await?;

@@ -9,20 +9,34 @@ use axum::routing::get;
 use kuberaft_proto::admin::StatusResponse;
 use tokio::sync::watch;
 
+use super::liveness::Pulse;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 struct HttpState {
     metrics: Metrics,
     status: watch::Receiver<StatusResponse>,
+    pulse: Pulse,
 }
 
-pub fn router(metrics: Metrics, status: watch::Receiver<StatusResponse>) -> Router {
+pub fn router(metrics: Metrics, status: watch::Receiver<StatusResponse>, pulse: Pulse) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/livez", get(|| async { "ok\n" }))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { metrics, status })
+        .with_state(HttpState {
+            metrics,
+            status,
+            pulse,
+        })
+}
+
+/// Alive = the Raft event loop turns (liveness.rs).
+async fn livez(State(s): State<HttpState>) -> impl IntoResponse {
+    match s.pulse.stuck() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
 }
 
 async fn metrics_text(State(s): State<HttpState>) -> impl IntoResponse {

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod http;
 pub mod incarnations;
 pub mod kv_service;
+pub mod liveness;
 pub mod run;
 pub mod status;
 pub mod ui_events;

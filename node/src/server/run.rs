@@ -102,6 +102,8 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let ticker_events = events_tx.clone();
     let tick_pending = event_loop.tick_pending();
     let tick = Duration::from_millis(u64::from(cfg.tick_ms));
+    let pulse = super::liveness::Pulse::default();
+    let ticker_pulse = pulse.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -110,6 +112,8 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             if tick_pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
                 continue;
             }
+            // The previous tick was taken: the event loop turns (liveness).
+            ticker_pulse.beat();
             if ticker_events.send(Event::Tick).is_err() {
                 return;
             }
@@ -157,11 +161,37 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    // Liveness: the process answers. Readiness (the overall status "" and the
-    // KV service) waits for a leader and a caught-up state machine.
+    // Liveness (the Admin service): the Raft event loop turns (liveness.rs).
+    // Readiness (the overall status "" and the KV service) waits for a leader
+    // and a caught-up state machine.
     health
         .set_service_status("kuberaft.admin.v1.Admin", ServingStatus::Serving)
         .await;
+    let liveness_health = health.clone();
+    let liveness_pulse = pulse.clone();
+    let member = cfg.id;
+    tokio::spawn(async move {
+        let mut alive = true;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let stuck = liveness_pulse.stuck();
+            if stuck.is_some() == alive {
+                alive = stuck.is_none();
+                match &stuck {
+                    Some(why) => tracing::error!(member, %why, "not alive"),
+                    None => tracing::warn!(member, "the Raft event loop turns again"),
+                }
+                let status = if alive {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                liveness_health
+                    .set_service_status("kuberaft.admin.v1.Admin", status)
+                    .await;
+            }
+        }
+    });
     let mut health_status = status_rx.clone();
     tokio::spawn(async move {
         let mut last = None;
@@ -218,16 +248,16 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     );
     let http = tokio::spawn(super::http::serve(
         http_listener,
-        super::http::router(metrics.clone(), status_rx.clone()).merge(crate::ui::node_router(
-            crate::ui::NodeUi {
+        super::http::router(metrics.clone(), status_rx.clone(), pulse.clone()).merge(
+            crate::ui::node_router(crate::ui::NodeUi {
                 member_id: cfg.id,
                 actions: cfg.ui_actions,
                 events: ui_events,
                 status: status_rx.clone(),
                 loop_events: events_tx.clone(),
                 client_addr: crate::ui::local_addr(cfg.client_listen),
-            },
-        )),
+            }),
+        ),
         stop_rx.clone(),
     ));
     tracing::info!(

@@ -9,9 +9,11 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     GRPCAction, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -130,6 +132,11 @@ fn pod_template(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> P
                     .clone()
                     .unwrap_or_else(|| spread_across_nodes(&cluster)),
             ),
+            topology_spread_constraints: match &pod.topology_spread_constraints {
+                Some(c) if c.is_empty() => None,
+                Some(c) => Some(c.clone()),
+                None => Some(spread_across_zones(&cluster)),
+            },
             priority_class_name: pod.priority_class_name.clone(),
             volumes: Some(volumes(rc)),
             ..PodSpec::default()
@@ -156,6 +163,40 @@ fn volumes(rc: &RaftCluster) -> Vec<Volume> {
         });
     }
     volumes
+}
+
+/// The gRPC service whose health is the member's liveness.
+const ADMIN_SERVICE: &str = "kuberaft.admin.v1.Admin";
+
+/// Startup probes (every 2 s) a member may fail before it is restarted: 5 minutes to open its
+/// data dir.
+const STARTUP_FAILURES: i32 = 150;
+
+/// Requests without limits: a pod with no requests is BestEffort, the first a node under
+/// memory pressure evicts — a Raft member is the last thing to evict.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".to_string())),
+            ("memory".to_string(), Quantity("128Mi".to_string())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The default spread: evenly over zones, so that a zone's outage costs as few members as the
+/// zones allow. ScheduleAnyway: a cluster without zones (kind, one zone) still runs.
+fn spread_across_zones(cluster: &str) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".to_string(),
+        when_unsatisfiable: "ScheduleAnyway".to_string(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(cluster)),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
 }
 
 /// The default affinity: prefer one member per node, so that losing a node costs one member.
@@ -307,17 +348,25 @@ fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Cont
             ..VolumeMount::default()
         });
     }
-    let (readiness, liveness) = if tls.is_some() {
+    let (readiness, liveness, startup) = if tls.is_some() {
         // Same meaning as the gRPC probes below, on the plaintext HTTP port.
-        (http_probe("/readyz", 2, 3), http_probe("/livez", 10, 6))
+        (
+            http_probe("/readyz", 2, 3),
+            http_probe("/livez", 10, 6),
+            http_probe("/livez", 2, STARTUP_FAILURES),
+        )
     } else {
         // Ready = grpc.health.v1 overall status SERVING: a leader is known and this member has
         // caught up, so rolling updates wait for each member to rejoin the quorum.
-        // Alive = the admin service answers; a member without a quorum is not ready but alive,
-        // and restarting it would not bring the quorum back.
+        // Alive = the admin service is SERVING: the process answers and its Raft event loop
+        // turns (a loop stuck for 15 s turns it NOT_SERVING); a member without a quorum is not
+        // ready but alive, and restarting it would not bring the quorum back.
+        // Started = alive once: until then liveness waits, so opening a large data dir (and
+        // replaying its log) is not cut short by a restart.
         (
             grpc_probe(None, 2, 3),
-            grpc_probe(Some("kuberaft.admin.v1.Admin"), 10, 6),
+            grpc_probe(Some(ADMIN_SERVICE), 10, 6),
+            grpc_probe(Some(ADMIN_SERVICE), 2, STARTUP_FAILURES),
         )
     };
     Container {
@@ -332,7 +381,8 @@ fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Cont
         ]),
         readiness_probe: Some(readiness),
         liveness_probe: Some(liveness),
-        resources: rc.spec.resources.clone(),
+        startup_probe: Some(startup),
+        resources: Some(rc.spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
