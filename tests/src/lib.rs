@@ -3,8 +3,9 @@
 //! harness of real member processes ([`cluster`]), a Prometheus text reader
 //! ([`prometheus`]), the Docker end-to-end harness ([`docker`]), a Kubernetes
 //! of real control-plane parts with a stand-in kubelet for the journey tier
-//! ([`kube`]), client workloads ([`workload`]) and the linearizability
-//! checker ([`linearizability`]).
+//! ([`kube`]), client workloads ([`workload`]), the linearizability
+//! checker ([`linearizability`]), and the checks of the chart's dashboard and
+//! alerts against the metrics the programs export ([`monitoring`], [`promql`]).
 
 pub mod cdp;
 pub mod cluster;
@@ -12,7 +13,9 @@ pub mod docker;
 pub mod kube;
 pub mod linearizability;
 pub mod manifests;
+pub mod monitoring;
 pub mod prometheus;
+pub mod promql;
 pub mod proxy;
 pub mod script;
 pub mod sim;

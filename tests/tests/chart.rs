@@ -2,8 +2,9 @@
 //! values against the values schema, the chart's CRD against the generated one, every manifest
 //! parsed, the examples read as the operator's own `RaftCluster` type and validated by the CRD's
 //! schema and CEL rules, and the RBAC against the list of API calls the operator makes
-//! (`kuberaft_tests::manifests::OPERATOR_API_CALLS`). `chart_tools.rs` does the same through the
-//! real helm and kube-apiserver when they are available.
+//! (`kuberaft_tests::manifests::OPERATOR_API_CALLS`), and the Grafana dashboard's queries against
+//! the metrics the programs export (`kuberaft_tests::monitoring`). `chart_tools.rs` does the same
+//! through the real helm and kube-apiserver when they are available, alerts included.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use kuberaft_tests::manifests::{
     expected_rejection, file_documents, grants, identity, repo_root, required_grants, str_at,
     template_literal_parts, yaml_files,
 };
+use kuberaft_tests::monitoring::{Exported, check_dashboard};
 use serde_json::{Value as Json, json};
 use serde_yaml::Value;
 
@@ -120,6 +122,22 @@ fn the_schema_rejects_bad_values() {
         (
             "a cluster name that is not a DNS label",
             json!({"networkPolicy": {"clusters": [{"name": "Demo_1"}]}}),
+        ),
+        (
+            "a misspelt dashboard switch",
+            json!({"grafanaDashboard": {"enable": true}}),
+        ),
+        (
+            "an fsync threshold with a unit",
+            json!({"prometheusRule": {"fsyncP99Seconds": "100ms"}}),
+        ),
+        (
+            "a runbook URL with an anchor of its own (each alert adds one)",
+            json!({"prometheusRule": {"runbookBaseUrl": "https://example.com/README.md#runbooks"}}),
+        ),
+        (
+            "a job label that would end the PromQL string",
+            json!({"prometheusRule": {"memberJob": "raft/\"members"}}),
         ),
     ];
     for (what, over) in cases {
@@ -469,5 +487,75 @@ fn every_environment_variable_the_operator_gets_is_one_it_reads() {
                 "{name} is not a flag's environment variable in operator/src/main.rs"
             );
         }
+    }
+}
+
+fn exported() -> Exported {
+    Exported::of_programs().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_dashboard_reads_only_what_the_programs_export() {
+    let text = read(&chart().join("dashboards").join("kuberaft.json"));
+    if let Err(e) = check_dashboard(&text, &exported()) {
+        panic!("charts/kuberaft-operator/dashboards/kuberaft.json: {e}");
+    }
+}
+
+/// The check the dashboard and the alerts pass is one that fails on a wrong name.
+#[test]
+fn the_metric_check_catches_names_the_programs_do_not_export() {
+    let exported = exported();
+    for good in [
+        r#"sum by (namespace, app_kubernetes_io_instance) (kuberaft_role{role="leader"})"#,
+        "rate(kuberaft_leader_changes_total[5m])",
+        "histogram_quantile(0.99, sum by (le) (rate(kuberaft_operator_reconcile_duration_seconds_bucket[5m])))",
+        r#"kuberaft_snapshots_total{kind=~"sent|installed"}"#,
+        r#"up{job="raft/members"} == 0"#,
+        "sum by (reason) (kuberaft_operator_reconcile_errors_total)",
+    ] {
+        let problems = exported.problems(good);
+        assert!(problems.is_empty(), "{good}: {problems:?}");
+    }
+    for (what, bad) in [
+        (
+            "a misspelt metric",
+            "rate(kuberaft_leader_change_total[5m])",
+        ),
+        (
+            "a counter without _total",
+            "rate(kuberaft_leader_changes[5m])",
+        ),
+        (
+            "a histogram without _bucket",
+            "histogram_quantile(0.99, rate(kuberaft_fsync_seconds[5m]))",
+        ),
+        (
+            "an operator metric without its prefix",
+            "kuberaft_reconciles_total",
+        ),
+        ("a misspelt label", r#"kuberaft_role{rol="leader"}"#),
+        (
+            "a misspelt grouping label",
+            "sum by (namespaces) (kuberaft_term)",
+        ),
+        (
+            "a role no member reports",
+            r#"kuberaft_role{role="leaders"}"#,
+        ),
+        (
+            "a snapshot kind never counted",
+            r#"kuberaft_snapshots_total{kind=~"sent|received"}"#,
+        ),
+        (
+            "a misspelt function",
+            "histogram_quantle(0.5, kuberaft_fsync_seconds_bucket)",
+        ),
+        ("unbalanced parentheses", "sum(kuberaft_term"),
+    ] {
+        assert!(
+            !exported.problems(bad).is_empty(),
+            "{what} passes the check: {bad}"
+        );
     }
 }
