@@ -336,6 +336,10 @@ pub struct RaftClusterStatus {
     /// Pods that are ready (in the quorum and caught up).
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Pods that run the StatefulSet's current pod template; fewer than `replicas` while a
+    /// rolling update is under way (absent until the StatefulSet says which template is current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
     /// `readyReplicas/spec.replicas`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
@@ -375,6 +379,8 @@ pub enum Phase {
     Running,
     /// A member is being added or removed.
     Scaling,
+    /// Members are being restarted, one at a time, to run a changed pod template.
+    Updating,
     /// Something is wrong; see the `Degraded` condition.
     Degraded,
     /// `spec.paused` is true.

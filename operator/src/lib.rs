@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod resources;
+pub mod rollout;
 pub mod scaling;
 pub mod status;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kuberaft_proto::admin::{Role, StatusResponse};
 use kuberaft_proto::raft::Suffrage;
@@ -19,6 +20,10 @@ pub struct StatefulSetState {
     pub ready_replicas: i32,
     /// The bootstrap membership its pods were given, read back from the pod template.
     pub initial_members: Option<String>,
+    /// The revision of its current pod template (`status.updateRevision`), once the StatefulSet
+    /// controller has seen the latest spec; None while it has not (a revision read then could
+    /// be the previous template's).
+    pub update_revision: Option<String>,
 }
 
 /// One pod of the cluster as observed.
@@ -31,6 +36,14 @@ pub struct PodState {
     pub leader_label: bool,
     /// Why its container cannot run, when the kubelet says so (`ImagePullBackOff: …`).
     pub problem: Option<String>,
+    /// The pod's uid: a restart deletes exactly this pod, never a replacement of the same name.
+    pub uid: Option<String>,
+    /// The StatefulSet revision it was made from (label `controller-revision-hash`).
+    pub revision: Option<String>,
+    /// It is being deleted.
+    pub terminating: bool,
+    /// When it was made.
+    pub created: Option<Timestamp>,
 }
 
 /// Everything the operator read for one reconcile.
@@ -62,6 +75,9 @@ pub struct RaftView {
     pub leader_status: Option<StatusResponse>,
     /// The configuration, as the leader reports it (None without a reachable leader).
     pub configuration: Option<Vec<ConfMember>>,
+    /// Ordinals of members the leader refuses because they came back with another data dir
+    /// (their votes and log are gone): they must be removed and added back as new members.
+    pub lost_data: Vec<i32>,
 }
 
 impl RaftView {
@@ -104,11 +120,17 @@ impl RaftView {
                 })
                 .collect()
         });
+        let lost_data = leader_status
+            .iter()
+            .flat_map(|s| &s.lost_data_members)
+            .filter_map(|id| ordinal_of(*id))
+            .collect();
         RaftView {
             term,
             leader,
             leader_status,
             configuration,
+            lost_data,
         }
     }
 
@@ -154,6 +176,11 @@ pub fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
             .and_then(|c| c.env.as_ref())
             .and_then(|env| env.iter().find(|e| e.name == "KUBERAFT_INITIAL_MEMBERS"))
             .and_then(|e| e.value.clone()),
+        update_revision: sts
+            .status
+            .as_ref()
+            .filter(|s| s.observed_generation >= sts.metadata.generation)
+            .and_then(|s| s.update_revision.clone()),
     }
 }
 
@@ -173,8 +200,15 @@ pub fn pod_state(cluster: &str, pod: &Pod) -> Option<PodState> {
         ready,
         leader_label,
         problem: container_problem(pod),
+        uid: pod.metadata.uid.clone(),
+        revision: pod.labels().get(REVISION_LABEL).cloned(),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
     })
 }
+
+/// The label the StatefulSet controller puts on each pod: the revision it was made from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// Waiting reasons that mean the container will not start without someone's help.
 const STUCK: [&str; 5] = [

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -31,11 +31,12 @@ use crate::members::MemberRef;
 use crate::members::admin::MemberAdmin;
 use crate::members::watch::MemberWatches;
 use crate::metrics::Metrics;
-use crate::observe::{Observed, RaftView, StatefulSetState};
+use crate::observe::{Observed, PodState, RaftView, StatefulSetState};
 use crate::resources::{
     self, BuildConfig, FIELD_MANAGER, ROLE_LABEL, ROLE_LEADER, initial_members, member_id,
     pod_name, selector_string,
 };
+use crate::rollout::{Rollout, RolloutInput, next_rollout, updated_pods};
 use crate::scaling::{Step, next_step};
 use crate::status::{self, Failure, StatusInput, is_healthy};
 
@@ -238,8 +239,10 @@ async fn reconcile_cluster(
     if step != Step::Steady {
         tracing::info!(cluster = %name, ?step, "next step");
     }
+    let now = Timestamp::now();
 
     let mut failure: Option<Error> = tls_failure;
+    let mut rollout = decide_rollout(&observed, &raft, &step, name, now);
     if !rc.spec.paused && failure.is_none() {
         let target = match step {
             Step::SetReplicas(n) => n,
@@ -247,17 +250,38 @@ async fn reconcile_cluster(
         };
         let voters = budget_voters(rc, &raft, replicas);
         match apply_objects(rc, ctx, uid, target, voters, &bootstrap).await {
-            Ok(()) => {
+            Ok(template_unseen) => {
                 if let Some(sts) = observed.statefulset.as_mut() {
                     sts.replicas = target;
+                    if template_unseen {
+                        // Just changed: which pods are up to date is unknown until the
+                        // StatefulSet controller has seen it (its status triggers a reconcile).
+                        sts.update_revision = None;
+                        rollout = decide_rollout(&observed, &raft, &step, name, now);
+                    }
                 } else {
+                    // Made just now: its pods are made from its template (pods left by an
+                    // orphaning delete are judged on the next reconcile, once it has a status).
                     observed.statefulset = Some(StatefulSetState {
                         replicas: target,
                         ..StatefulSetState::default()
                     });
                 }
-                if let Err(e) =
-                    take_step(rc, ctx, namespace, name, &raft, &step, tls.as_deref()).await
+                if let Err(e) = take_step(
+                    rc,
+                    ctx,
+                    namespace,
+                    name,
+                    &raft,
+                    &step,
+                    &observed.pods,
+                    tls.as_deref(),
+                )
+                .await
+                {
+                    failure = Some(e);
+                } else if let Err(e) =
+                    roll(rc, ctx, namespace, &observed, &rollout, tls.as_deref()).await
                 {
                     failure = Some(e);
                 }
@@ -270,6 +294,11 @@ async fn reconcile_cluster(
         crate::events::warn_even_replicas(rc, ctx, uid).await;
     }
 
+    if rollout.in_progress() {
+        tracing::info!(cluster = %name, ?rollout, "rolling update");
+    }
+    let updated_replicas = updated_pods(observed.statefulset.as_ref(), &observed.pods);
+
     let report = failure.as_ref().map(|e| Failure {
         reason: e.reason(),
         message: e.to_string(),
@@ -279,9 +308,11 @@ async fn reconcile_cluster(
         observed: &observed,
         raft: &raft,
         step: &step,
+        rollout: &rollout,
+        updated_replicas,
         bootstrap: Some(&bootstrap),
         failure: report.as_ref(),
-        now: Timestamp::now(),
+        now,
     });
     let old_status = rc.status.clone().unwrap_or_default();
     if rc.status.as_ref() != Some(&new_status) {
@@ -294,10 +325,32 @@ async fn reconcile_cluster(
 
     match failure {
         Some(e) => Err(e),
-        None if step.is_scaling() => Ok(Action::requeue(SCALING_REQUEUE)),
+        None if step.is_scaling() || rollout.in_progress() => Ok(Action::requeue(SCALING_REQUEUE)),
         None if step == Step::WaitForLeader => Ok(Action::requeue(LEADERLESS_REQUEUE)),
         None => Ok(Action::requeue(STEADY_REQUEUE)),
     }
+}
+
+/// The rolling update's next step. Membership changes go first: a pod added while scaling is
+/// made from the new template anyway.
+fn decide_rollout(
+    observed: &Observed,
+    raft: &RaftView,
+    step: &Step,
+    name: &str,
+    now: Timestamp,
+) -> Rollout {
+    if !matches!(step, Step::Steady | Step::WaitForLeader) {
+        return Rollout::UpToDate;
+    }
+    let healthy = |ordinal: i32| is_healthy(observed.members.get(&pod_name(name, ordinal)));
+    next_rollout(&RolloutInput {
+        statefulset: observed.statefulset.as_ref(),
+        pods: &observed.pods,
+        raft,
+        healthy: &healthy,
+        now,
+    })
 }
 
 /// Reads the StatefulSet and the pods.
@@ -398,6 +451,7 @@ pub fn decide_bootstrap(rc: &RaftCluster, observed: &Observed, cfg: &BuildConfig
 }
 
 /// `voters`: how many voters the disruption budget keeps a quorum of (see [`budget_voters`]).
+/// True when the StatefulSet applied has a spec its controller has not seen yet.
 async fn apply_objects(
     rc: &RaftCluster,
     ctx: &Context,
@@ -405,7 +459,7 @@ async fn apply_objects(
     replicas: i32,
     voters: i32,
     bootstrap: &Bootstrap,
-) -> Result<()> {
+) -> Result<bool> {
     let stores = ctx.owned.as_ref();
     apply(
         ctx,
@@ -429,15 +483,24 @@ async fn apply_objects(
     )
     .await?;
     let sts = resources::statefulset(rc, &ctx.config, replicas, &bootstrap.initial_members);
-    apply(ctx, uid, sts, stores.map(|s| &s.statefulsets)).await?;
+    let applied = apply(ctx, uid, sts, stores.map(|s| &s.statefulsets)).await?;
     let pdb = resources::pod_disruption_budget(rc, voters);
     apply(ctx, uid, pdb, stores.map(|s| &s.pod_disruption_budgets)).await?;
-    Ok(())
+    // A spec the StatefulSet controller has not seen yet (a template just changed).
+    Ok(applied.is_some_and(|sts| {
+        sts.status.and_then(|s| s.observed_generation) < sts.metadata.generation
+    }))
 }
 
 /// Server-side applies `object` unless exactly it was applied recently and (when a store is
 /// available) nobody changed it since.
-async fn apply<K>(ctx: &Context, uid: &str, object: K, store: Option<&Store<K>>) -> Result<()>
+/// Returns the object as applied, or None when it was skipped.
+async fn apply<K>(
+    ctx: &Context,
+    uid: &str,
+    object: K,
+    store: Option<&Store<K>>,
+) -> Result<Option<K>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Serialize
@@ -464,7 +527,7 @@ where
             })
     });
     if unchanged {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let applied = api
@@ -483,10 +546,11 @@ where
             at: Instant::now(),
         },
     );
-    Ok(())
+    Ok(Some(applied))
 }
 
 /// Makes the membership change `step` asks for, through the leader.
+#[allow(clippy::too_many_arguments)]
 async fn take_step(
     rc: &RaftCluster,
     ctx: &Context,
@@ -494,6 +558,7 @@ async fn take_step(
     name: &str,
     raft: &RaftView,
     step: &Step,
+    pods: &[PodState],
     tls: Option<&crate::tls::MemberTls>,
 ) -> Result<()> {
     let member = |ordinal: i32| MemberRef {
@@ -539,6 +604,21 @@ async fn take_step(
                 ),
             )
         }
+        Step::Replace(o) => {
+            admin.remove(&via, member_id(o)).await?;
+            // Restarted now, it is not refused any more (removal forgot its incarnation) and
+            // skips the crash-loop back-off it is in.
+            if let Some(pod) = pods.iter().find(|p| p.ordinal == o) {
+                delete_pod(ctx, namespace, pod).await?;
+            }
+            (
+                "MemberReplaced",
+                format!(
+                    "{} came back without its data (a new incarnation, refused by the leader): removed it from the configuration and restarted it, to add it back as a new learner, then voter",
+                    pod_name(name, o)
+                ),
+            )
+        }
         Step::Remove(o) => {
             admin.remove(&via, member_id(o)).await?;
             (
@@ -549,8 +629,117 @@ async fn take_step(
         _ => return Ok(()),
     };
     tracing::info!(cluster = %name, %note, "membership step taken");
-    crate::events::publish_event(ctx, rc, "Normal", reason, "Scale", note).await;
+    // Lost data is worth a look even when the operator repaired it: the disk may be failing.
+    let type_ = if reason == "MemberReplaced" {
+        "Warning"
+    } else {
+        "Normal"
+    };
+    crate::events::publish_event(ctx, rc, type_, reason, "Scale", note).await;
     Ok(())
+}
+
+/// Takes the rolling update's next step: restarts a pod (deletes it; the StatefulSet makes it
+/// again from the current template) or hands leadership over before the leader's restart.
+async fn roll(
+    rc: &RaftCluster,
+    ctx: &Context,
+    namespace: &str,
+    observed: &Observed,
+    rollout: &Rollout,
+    tls: Option<&crate::tls::MemberTls>,
+) -> Result<()> {
+    let name = rc.name_any();
+    let restart = |ordinals: Vec<i32>| async move {
+        for ordinal in ordinals {
+            let Some(pod) = observed.pods.iter().find(|p| p.ordinal == ordinal) else {
+                continue;
+            };
+            if !delete_pod(ctx, namespace, pod).await? {
+                continue;
+            }
+            let revision = pod.revision.as_deref().unwrap_or("unknown");
+            let note = format!(
+                "restarted {} (revision {revision}) to run the current pod template",
+                pod.name
+            );
+            tracing::info!(cluster = %rc.name_any(), %note, "rolling update");
+            crate::events::publish_event(ctx, rc, "Normal", "MemberRestarted", "Update", note)
+                .await;
+        }
+        Ok(())
+    };
+    match rollout {
+        Rollout::Restart { ordinal, .. } => restart(vec![*ordinal]).await,
+        Rollout::RestartAll(ordinals) => restart(ordinals.clone()).await,
+        Rollout::TransferLeadership { from, to } => {
+            let member = |ordinal: i32| MemberRef {
+                namespace: namespace.to_string(),
+                cluster: name.clone(),
+                ordinal,
+            };
+            let admin = MemberAdmin {
+                locator: ctx.watches.locator(),
+                cluster_domain: &ctx.config.cluster_domain,
+                tls,
+            };
+            admin
+                .transfer_leadership(&member(*from), member_id(*to))
+                .await?;
+            let note = format!(
+                "asked {} to hand leadership to {}, which runs the current pod template, before its restart",
+                pod_name(&name, *from),
+                pod_name(&name, *to)
+            );
+            tracing::info!(cluster = %name, %note, "rolling update");
+            crate::events::publish_event(
+                ctx,
+                rc,
+                "Normal",
+                "LeadershipTransferred",
+                "Update",
+                note,
+            )
+            .await;
+            Ok(())
+        }
+        Rollout::Stalled { ordinal, why } => {
+            let was_stalled = rc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == status::DEGRADED && c.reason == "UpdateStalled")
+            });
+            if !was_stalled {
+                let note = format!(
+                    "the rolling update stopped at {}: {why}",
+                    pod_name(&name, *ordinal)
+                );
+                crate::events::publish_event(ctx, rc, "Warning", "UpdateStalled", "Update", note)
+                    .await;
+            }
+            Ok(())
+        }
+        Rollout::UpToDate | Rollout::Pending | Rollout::WaitForMember { .. } => Ok(()),
+    }
+}
+
+/// Deletes `pod` — exactly it: the uid precondition never hits a replacement the StatefulSet
+/// made meanwhile. False when it was gone or replaced already.
+async fn delete_pod(ctx: &Context, namespace: &str, pod: &PodState) -> Result<bool> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(&pod.name, &params).await {
+        Ok(_) => Ok(true),
+        // Gone already (404), or replaced: the uid no longer matches (409).
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Moves `kuberaft.io/role=leader` to the leader's pod (and off every other pod). With no

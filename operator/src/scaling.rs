@@ -37,6 +37,10 @@ pub enum Step {
     TransferLeadership { from: i32, to: i32 },
     /// Remove the member at this ordinal from the configuration.
     Remove(i32),
+    /// The member at this ordinal came back without its data (a new incarnation, refused by
+    /// the leader): remove it, restart its pod, and let the grow steps add it back as a new
+    /// learner, then voter.
+    Replace(i32),
     /// Removing or promoting would leave no healthy quorum; wait for members to recover.
     Blocked {
         ordinal: i32,
@@ -65,6 +69,27 @@ pub fn next_step(
     };
     let member = |ordinal: i32| configuration.iter().find(|m| m.ordinal == ordinal);
     let leader = raft.leader.as_ref().map(|(_, o)| *o);
+
+    // A member that lost its data first: it is down (refused) until it is replaced.
+    if let Some(lost) = configuration
+        .iter()
+        .find(|m| raft.lost_data.contains(&m.ordinal) && Some(m.ordinal) != leader)
+    {
+        let remaining: Vec<&ConfMember> = configuration
+            .iter()
+            .filter(|c| c.voter && c.ordinal != lost.ordinal)
+            .collect();
+        let healthy_remaining = count(remaining.iter().filter(|c| healthy(c.ordinal)).count());
+        let needed = quorum(count(remaining.len()));
+        if lost.voter && healthy_remaining < needed {
+            return Step::Blocked {
+                ordinal: lost.ordinal,
+                healthy: healthy_remaining,
+                needed,
+            };
+        }
+        return Step::Replace(lost.ordinal);
+    }
 
     // Shrink first: members at or above `desired`, highest ordinal first, so that the
     // StatefulSet (which removes its highest ordinal) can follow.
@@ -172,6 +197,7 @@ mod tests {
                 ..Default::default()
             }),
             configuration: Some(configuration),
+            lost_data: Vec::new(),
         }
     }
 
@@ -318,6 +344,25 @@ mod tests {
                 needed: 3
             }
         );
+    }
+
+    #[test]
+    fn a_member_that_lost_its_data_is_removed_then_added_back_as_a_learner() {
+        let mut v = view(0, &[(0, true, 9), (1, true, 9), (2, true, 0)], 9);
+        v.lost_data = vec![2];
+        assert_eq!(next_step(3, 3, &v, |o| o != 2), Step::Replace(2));
+        // With demo-1 down too, removing demo-2 would leave 1 healthy voter of 2.
+        assert_eq!(
+            next_step(3, 3, &v, |o| o == 0),
+            Step::Blocked {
+                ordinal: 2,
+                healthy: 1,
+                needed: 2
+            }
+        );
+        // Removed (the leader forgot its incarnation): the grow steps add it back.
+        let removed = view(0, &[(0, true, 9), (1, true, 9)], 9);
+        assert_eq!(next_step(3, 3, &removed, |o| o != 2), Step::AddLearner(2));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::crd::{Bootstrap, MemberState, Phase, RaftCluster, RaftClusterStatus};
 use crate::members::watch::Observation;
 use crate::observe::{Observed, RaftView, role_name, suffrage_name};
 use crate::resources::{member_id, pod_name, quorum, selector_string};
+use crate::rollout::Rollout;
 use crate::scaling::Step;
 
 pub const READY: &str = "Ready";
@@ -32,6 +33,10 @@ pub struct StatusInput<'a> {
     pub observed: &'a Observed,
     pub raft: &'a RaftView,
     pub step: &'a Step,
+    /// The rolling update's next step (`UpToDate` when none is under way).
+    pub rollout: &'a Rollout,
+    /// Pods on the StatefulSet's current template.
+    pub updated_replicas: Option<i32>,
     pub bootstrap: Option<&'a Bootstrap>,
     pub failure: Option<&'a Failure>,
     pub now: Timestamp,
@@ -144,7 +149,10 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         ),
     };
     let ever_led = leader.is_some() || old.last_leader_change.is_some();
-    let (progressing_reason, progressing_message) = progress(&cluster, input.step, ever_led);
+    let (progressing_reason, progressing_message) = match input.rollout {
+        Rollout::UpToDate => progress(&cluster, input.step, ever_led),
+        rollout => rolling(&cluster, rollout, input.updated_replicas, replicas),
+    };
     let progressing = condition(
         PROGRESSING,
         progressing_reason != "Reconciled",
@@ -175,6 +183,16 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
             format!(
                 "{}; check spec.image and the pods' events",
                 failing_pods.join("; ")
+            ),
+        )
+    } else if let Rollout::Stalled { ordinal, why } = input.rollout {
+        condition(
+            DEGRADED,
+            true,
+            "UpdateStalled",
+            format!(
+                "the rolling update stopped at {}, which runs the new pod template and does not serve: {why}; fix the spec (spec.image, spec.pod…) and the operator rolls on, or revert it",
+                pod_name(&cluster, *ordinal)
             ),
         )
     } else if let Step::Blocked {
@@ -266,6 +284,8 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         Phase::Creating
     } else if input.step.is_scaling() {
         Phase::Scaling
+    } else if input.rollout.in_progress() {
+        Phase::Updating
     } else {
         Phase::Running
     };
@@ -274,6 +294,7 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         phase: Some(phase),
         replicas,
         ready_replicas,
+        updated_replicas: input.updated_replicas,
         ready: Some(format!("{ready_replicas}/{}", rc.spec.replicas)),
         selector: Some(selector_string(&cluster)),
         leader,
@@ -291,6 +312,43 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
             paused,
         ],
     }
+}
+
+/// The `Progressing` reason and message of a rolling update under way.
+fn rolling(
+    cluster: &str,
+    rollout: &Rollout,
+    updated: Option<i32>,
+    replicas: i32,
+) -> (&'static str, String) {
+    let pod = |o: &i32| pod_name(cluster, *o);
+    let done = format!("{} of {replicas} pods updated", updated.unwrap_or(0));
+    let message = match rollout {
+        Rollout::UpToDate => return ("Reconciled", done),
+        Rollout::Pending => {
+            return (
+                "RollingUpdate",
+                "the StatefulSet controller has not yet seen the new pod template".to_string(),
+            );
+        }
+        Rollout::Restart { ordinal, .. } => format!("{done}; restarting {}", pod(ordinal)),
+        Rollout::RestartAll(ordinals) => format!(
+            "{done}; restarting {}, none of which can serve on the old template",
+            ordinals.iter().map(pod).collect::<Vec<_>>().join(", ")
+        ),
+        Rollout::TransferLeadership { from, to } => format!(
+            "{done}; moving leadership from {} to {} before restarting it",
+            pod(from),
+            pod(to)
+        ),
+        Rollout::WaitForMember { ordinal, why } => {
+            format!("{done}; waiting for {}: {why}", pod(ordinal))
+        }
+        Rollout::Stalled { ordinal, why } => {
+            format!("{done}; stopped at {}: {why}", pod(ordinal))
+        }
+    };
+    ("RollingUpdate", message)
 }
 
 /// The `Progressing` reason and message for a step.
@@ -328,6 +386,13 @@ fn progress(cluster: &str, step: &Step, ever_led: bool) -> (&'static str, String
                 "moving leadership from {} to {} before removing it",
                 pod(from),
                 pod(to)
+            ),
+        ),
+        Step::Replace(o) => (
+            "ReplacingMember",
+            format!(
+                "{} came back without its data (a new incarnation, refused by the leader): removing it, to add it back as a new member",
+                pod(o)
             ),
         ),
         Step::Remove(o) => (

@@ -800,3 +800,212 @@ async fn a_deleted_statefulset_comes_back_at_the_clusters_size_not_the_bootstrap
     task.await.expect("no panic").expect("reconciled");
     api.nothing_more().await;
 }
+
+/// A pod of the StatefulSet made from `revision`, ready.
+fn pod_of_revision(name: &str, revision: &str, leader: bool) -> Pod {
+    let mut p = pod(name, leader);
+    p.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("controller-revision-hash".to_string(), revision.to_string());
+    p.metadata.uid = Some(format!("uid-{name}"));
+    p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".to_string(),
+            status: "True".to_string(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    p
+}
+
+#[tokio::test]
+async fn a_changed_template_rolls_followers_first_then_hands_leadership_over_then_the_old_leader() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    fake.serve(3).await;
+    fake.elect(3); // demo-2 leads
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
+    settle(&ctx, "demo-2 leads", leader_is("demo-2", 1)).await;
+    let rc = cluster(3);
+    let applied = kuberaft_operator::resources::statefulset(
+        &rc,
+        &BuildConfig::default(),
+        3,
+        &kuberaft_operator::resources::initial_members("demo", "default", "cluster.local", 3),
+    );
+    assert_eq!(
+        serde_json::to_value(&applied).expect("json")["spec"]["updateStrategy"]["type"],
+        "OnDelete",
+        "the operator, not the StatefulSet, decides which pod restarts when"
+    );
+    let mut sts = statefulset(&serde_json::to_value(&applied).expect("json"), 3);
+    if let Some(s) = sts.status.as_mut() {
+        s.update_revision = Some("demo-new".to_string());
+        s.current_revision = Some("demo-old".to_string());
+    }
+    // The pods, those in `new` made from the new template, the leader labelled.
+    let revisions = |new: &[&str], leader: &str| -> Vec<Pod> {
+        ["demo-0", "demo-1", "demo-2"]
+            .into_iter()
+            .map(|p| {
+                let revision = if new.contains(&p) {
+                    "demo-new"
+                } else {
+                    "demo-old"
+                };
+                pod_of_revision(p, revision, p == leader)
+            })
+            .collect()
+    };
+
+    // 1. The highest-ordinal follower first, deleted with its uid as a precondition.
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&sts)).await;
+    api.list_pods(&revisions(&[], "demo-2")).await;
+    api.apply_all("demo").await;
+    let options = api.delete_pod("demo-1").await;
+    assert_eq!(options["preconditions"]["uid"], "uid-demo-1");
+    let (_, reason, note) = api.event().await;
+    assert_eq!(reason, "MemberRestarted", "{note}");
+    let status = api.status(&rc).await;
+    assert_eq!(status["phase"], "Updating");
+    assert_eq!(status["updatedReplicas"], 0);
+    let progressing = condition(&status, "Progressing");
+    assert_eq!(progressing["reason"], "RollingUpdate");
+    assert_eq!(
+        progressing["message"],
+        "0 of 3 pods updated; restarting demo-1"
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    api.event().await; // demo-2 elected
+    task.await.expect("no panic").expect("reconciled");
+
+    // 2. demo-1 is back on the new template: demo-0 next (demo-2 leads).
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&sts)).await;
+    api.list_pods(&revisions(&["demo-1"], "demo-2")).await;
+    api.delete_pod("demo-0").await;
+    api.event().await;
+    let status = api.status(&rc).await;
+    assert_eq!(status["updatedReplicas"], 1);
+    task.await.expect("no panic").expect("reconciled");
+
+    // 3. Only the leader is left: leadership goes to an updated voter, no pod is deleted.
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&sts)).await;
+    api.list_pods(&revisions(&["demo-0", "demo-1"], "demo-2"))
+        .await;
+    let (_, reason, note) = api.event().await;
+    assert_eq!(reason, "LeadershipTransferred", "{note}");
+    let status = api.status(&rc).await;
+    assert!(
+        condition(&status, "Progressing")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("moving leadership from demo-2 to demo-0")),
+        "{status}"
+    );
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(fake.calls(), ["TransferLeadership(1)@3"]);
+
+    // 4. demo-0 leads; demo-2 is an ordinary follower on the old template now.
+    settle(&ctx, "demo-0 leads in term 2", leader_is("demo-0", 2)).await;
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&sts)).await;
+    api.list_pods(&revisions(&["demo-0", "demo-1"], "demo-2"))
+        .await;
+    api.delete_pod("demo-2").await;
+    api.event().await;
+    api.pod_label("demo-0").await;
+    api.pod_label("demo-2").await;
+    let status = api.status(&rc).await;
+    api.event().await; // demo-0 elected
+    task.await.expect("no panic").expect("reconciled");
+
+    // 5. Every pod on the new template: done.
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&sts)).await;
+    api.list_pods(&revisions(&["demo-0", "demo-1", "demo-2"], "demo-0"))
+        .await;
+    let status = api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["updatedReplicas"], 3);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    api.nothing_more().await;
+}
+
+#[tokio::test]
+async fn a_member_back_without_its_data_is_removed_and_restarted_to_be_added_back() {
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    fake.serve(3).await;
+    fake.elect(1); // demo-0 leads
+    fake.update(|s| s.lost_data = vec![3]); // demo-2 came back with an empty data dir
+    let ctx = context(client, &fake);
+    ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
+    settle(&ctx, "the leader reports demo-2 lost its data", |v| {
+        v.lost_data == [2]
+    })
+    .await;
+    let rc = cluster(3);
+    let applied = kuberaft_operator::resources::statefulset(
+        &rc,
+        &BuildConfig::default(),
+        3,
+        &kuberaft_operator::resources::initial_members("demo", "default", "cluster.local", 3),
+    );
+    let sts = statefulset(&serde_json::to_value(&applied).expect("json"), 2);
+    let pods = [
+        pod_of_revision("demo-0", "r", true),
+        pod_of_revision("demo-1", "r", false),
+        pod_of_revision("demo-2", "r", false),
+    ];
+
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&sts)).await;
+    api.list_pods(&pods).await;
+    api.apply_all("demo").await;
+    let options = api.delete_pod("demo-2").await;
+    assert_eq!(
+        options["preconditions"]["uid"], "uid-demo-2",
+        "restarted at once rather than left in its crash-loop back-off"
+    );
+    let (type_, reason, note) = api.event().await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "MemberReplaced")
+    );
+    assert!(note.contains("demo-2 came back without its data"), "{note}");
+    let status = api.status(&rc).await;
+    assert_eq!(
+        condition(&status, "Progressing")["reason"],
+        "ReplacingMember"
+    );
+    api.event().await; // demo-0 elected
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(fake.calls(), ["RemoveMember(3)@1"]);
+
+    // Removed, and so forgotten: the grow steps add it back as a learner.
+    settle(&ctx, "two members", |v| {
+        v.configuration.as_ref().is_some_and(|c| c.len() == 2) && v.lost_data.is_empty()
+    })
+    .await;
+    let rc = with_status(&rc, &status);
+    let task = start(&rc, &ctx);
+    api.get_statefulset("demo", Some(&sts)).await;
+    api.list_pods(&pods).await;
+    let (_, reason, _) = api.event().await;
+    assert_eq!(reason, "MemberAdded");
+    api.status(&rc).await;
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(fake.calls()[1], "AddMember(3, demo-2, learner_only=true)@1");
+}

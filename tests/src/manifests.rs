@@ -184,8 +184,8 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
     ApiCall {
         file: "reconcile.rs",
         api_type: "Pod",
-        calls: "read(): pods.list(selector); label_leader(): pods.patch(Patch::Merge)",
-        needs: &[("", "pods", &["list", "patch"])],
+        calls: "read(): pods.list(selector); label_leader(): pods.patch(Patch::Merge); delete_pod(): pods.delete(&pod.name, &params)",
+        needs: &[("", "pods", &["list", "patch", "delete"])],
         scope: Scope::AllNamespaces,
     },
     ApiCall {

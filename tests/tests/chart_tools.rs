@@ -1,9 +1,12 @@
 //! The chart and `deploy/` checked with the real tools, when they are here:
 //!
 //! - helm (`HELM`, else `helm` on PATH): `helm lint --strict` of every chart, `helm template`
-//!   with the default values and with each `charts/kuberaft-operator/ci/*.yaml`; every rendered
-//!   document parses and names itself, the RBAC is exactly the operator's API calls, the default
-//!   render is `deploy/operator/`, and the rendered CRD is `deploy/crds/`.
+//!   with the default values and with each `charts/kuberaft-operator/ci/*.yaml` (and lint with
+//!   each); every rendered document parses and names itself, the RBAC is exactly the operator's
+//!   API calls, the default render is `deploy/operator/`, the rendered CRD is `deploy/crds/`, and
+//!   the Grafana dashboard and PrometheusRule render exactly when switched on, naming only the
+//!   metrics the programs export, each alert with a runbook in README.md
+//!   (`kuberaft_tests::monitoring`).
 //! - a kube-apiserver and etcd (`KUBEBUILDER_ASSETS`, the envtest convention), with RBAC
 //!   authorization on: a server-side dry-run apply of every rendered object, of `deploy/` and of
 //!   every example RaftCluster; each bad spec under `deploy/examples/invalid/` rejected with the
@@ -174,6 +177,25 @@ fn helm_tier(helm: &Path, report: &mut Report) -> Vec<Render> {
             run(Command::new(helm).args(["lint", "--strict"]).arg(dir)).map(|_| String::new()),
         );
     }
+    // Linted with each ci/ file too: templates behind a switch (the dashboard, the alerts) are
+    // only linted when it is on.
+    for file in yaml_files(&chart().join("ci")) {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        report.check(
+            &format!("helm lint --strict --values ci/{name}"),
+            run(Command::new(helm)
+                .args(["lint", "--strict"])
+                .arg(chart())
+                .arg("--values")
+                .arg(&file))
+            .map(|_| String::new()),
+        );
+    }
+    let exported = kuberaft_tests::monitoring::Exported::of_programs();
+    if let Err(e) = &exported {
+        report.check("the metrics the programs export", Err(e.clone()));
+    }
+    let mut monitoring_checked = false;
 
     let mut value_files: Vec<Option<PathBuf>> = vec![None];
     value_files.extend(yaml_files(&chart().join("ci")).into_iter().map(Some));
@@ -213,11 +235,31 @@ fn helm_tier(helm: &Path, report: &mut Report) -> Vec<Render> {
             &format!("helm template ({label}): objects and RBAC"),
             check_render(&objects, values.as_deref().unwrap_or("")),
         );
+        if let Ok(exported) = &exported {
+            let kinds: BTreeSet<&str> = objects.iter().map(kind_of).collect();
+            monitoring_checked |= kinds.contains("PrometheusRule") && kinds.contains("ConfigMap");
+            report.check(
+                &format!("helm template ({label}): dashboard and alerts"),
+                kuberaft_tests::monitoring::check_rendered(
+                    &objects,
+                    values.as_deref().unwrap_or(""),
+                    exported,
+                ),
+            );
+        }
         renders.push(Render {
             values: label,
             objects,
         });
     }
+    report.check(
+        "a ci/ values file renders the dashboard and the alerts",
+        if monitoring_checked {
+            Ok(String::new())
+        } else {
+            Err("no render had both; turn them on in ci/monitoring-values.yaml".to_string())
+        },
+    );
     if let Some(default) = renders.first() {
         report.check(
             "deploy/operator/ is the default render",
@@ -713,15 +755,15 @@ async fn rbac_allows_exactly_the_calls(
             checked += 1;
         }
     }
-    // Calls the operator never makes must be refused: it deletes nothing (garbage collection
-    // does), reads only the Secrets it names (spec.tls: get, never list or watch, so it cannot
+    // Calls the operator never makes must be refused: it deletes nothing but member pods in a
+    // rolling update or a replacement (garbage collection deletes what it owns; volumes are
+    // never its to delete), reads only the Secrets it names (spec.tls: get, never list or watch, so it cannot
     // read every Secret of a namespace by listing), and never changes a RaftCluster's spec.
     for (group, resource, verb) in [
         ("apps", "statefulsets", "delete"),
         ("", "secrets", "list"),
         ("", "secrets", "watch"),
         ("", "secrets", "delete"),
-        ("", "pods", "delete"),
         ("", "persistentvolumeclaims", "delete"),
         ("kuberaft.io", "raftclusters", "update"),
         ("kuberaft.io", "raftclusters", "delete"),

@@ -8,7 +8,8 @@
 //! leader's container, each followed by a new leader in a higher term in status and every
 //! acknowledged write still there → `kubectl scale` to 5 (the PodDisruptionBudget keeps 3), its
 //! StatefulSet deleted with `--cascade=orphan` and made again with 5, back to 3 (the budget keeps
-//! 2) → the TLS example answers
+//! 2) → `spec.image` changed while a writer writes through the members: one member restarted at a
+//! time, the leader last after a leadership transfer, at most one new term → the TLS example answers
 //! `raftctl --cacert` → `kubectl delete raftcluster` (the garbage collector removes what it
 //! owned; the volumes stay) → `helm uninstall`.
 //!
@@ -78,6 +79,19 @@ fn main() -> ExitCode {
         operator.name,
         operator.size_bytes / 1_000_000
     );
+    // The same image under a second name, for the rolling update: what a user's new release is.
+    let rolled_image = format!(
+        "{}:rolled",
+        node.name.split(':').next().unwrap_or(&node.name)
+    );
+    run.image(&rolled_image);
+    if let Err(e) = docker(&["tag", &node.name, &rolled_image]) {
+        println!(
+            "kube journey: FAILED: docker tag {} {rolled_image}: {e}",
+            node.name
+        );
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -99,6 +113,7 @@ fn main() -> ExitCode {
         let mut journey = Journey {
             world,
             node_image: node.name.clone(),
+            rolled_image: rolled_image.clone(),
             operator_image: operator.name.clone(),
             figures: Figures::default(),
             acknowledged: BTreeMap::new(),
@@ -159,6 +174,17 @@ struct Figures {
     scale_down: Option<Duration>,
     tls_to_leader: Option<Duration>,
     operator_rss: Option<u64>,
+    rolling_update: Option<RollFigures>,
+    /// A member's volume lost → the member a healthy voter again.
+    lost_volume: Option<Duration>,
+}
+
+/// The rolling update of spec.image under writes.
+struct RollFigures {
+    took: Duration,
+    terms: u64,
+    acknowledged: usize,
+    failed: usize,
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
@@ -197,6 +223,19 @@ impl Figures {
             secs(self.scale_up),
             secs(self.scale_down)
         );
+        if let Some(r) = &self.rolling_update {
+            println!(
+                "  spec.image changed on 3 members under writes: all updated and Ready in {:.1} s, {} new term(s), {} writes acknowledged (all there after), {} attempts failed (through a member restarting)",
+                r.took.as_secs_f64(),
+                r.terms,
+                r.acknowledged,
+                r.failed
+            );
+        }
+        println!(
+            "  a follower's volume lost (PVC and pod deleted) -> replaced and a healthy voter again: {}",
+            secs(self.lost_volume)
+        );
         println!(
             "  TLS example: apply -> leader in status: {}",
             secs(self.tls_to_leader)
@@ -213,6 +252,8 @@ impl Figures {
 struct Journey {
     world: World,
     node_image: String,
+    /// The node image under a second name: `spec.image` set to it changes the pod template.
+    rolled_image: String,
     operator_image: String,
     figures: Figures,
     /// Every write acknowledged to the journey: key → value.
@@ -342,6 +383,20 @@ impl Journey {
         self.check_budget(2).await?;
         self.check_every_write().await?;
         self.step("kubectl scale 3 -> 5 -> 3, every write there", t);
+
+        let t = Instant::now();
+        self.rolling_update(&log).await?;
+        self.step(
+            "spec.image changed under writes: one member at a time, the leader last, at most one new term, every acknowledged write there",
+            t,
+        );
+
+        let t = Instant::now();
+        self.lost_volume(&log).await?;
+        self.step(
+            "a follower's volume lost: the operator replaces the member on its own, every write there",
+            t,
+        );
 
         let t = Instant::now();
         self.tls_example().await?;
@@ -660,13 +715,241 @@ impl Journey {
         }
     }
 
+    /// Changes spec.image while a writer keeps writing through the members, and waits until every
+    /// pod runs it: the operator restarts one member at a time, followers first, the leader last
+    /// after handing leadership over, so the update costs at most one new term; every write
+    /// acknowledged meanwhile is there after.
+    async fn rolling_update(&mut self, log: &StatusLog) -> Result<(), String> {
+        let before = self.pods_ready_with_leader(log).await?;
+        let mark = log.mark();
+        let t0 = Instant::now();
+        let patch = format!(r#"{{"spec":{{"image":"{}"}}}}"#, self.rolled_image);
+        let generation: i64 = self
+            .world
+            .cli
+            .kubectl(&[
+                "patch",
+                "raftcluster",
+                "demo",
+                "--type",
+                "merge",
+                "-p",
+                &patch,
+                "-o",
+                "jsonpath={.metadata.generation}",
+            ])
+            .await?
+            .trim()
+            .parse()
+            .map_err(|e| format!("kubectl patch printed no generation: {e}"))?;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let writer = async {
+            let mut acknowledged = BTreeMap::new();
+            let mut failed = 0;
+            let mut n = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let pod = format!("demo-{}", n % 3);
+                let (key, value) = (format!("roll-{n:05}"), format!("v{n}"));
+                n += 1;
+                let args = ["raftctl", "--command-timeout", "5s", "put", &key, &value];
+                match self.world.runner.exec(NS, &pod, &args).await {
+                    Ok(out) if out.starts_with("OK") => {
+                        acknowledged.insert(key, value);
+                    }
+                    // Through a member being restarted: not acknowledged, may or may not apply.
+                    // Paced, not to spin on a pod whose container is gone for a moment.
+                    _ => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            (acknowledged, failed)
+        };
+        let updated = async {
+            let result = log
+                .wait_for(
+                    mark,
+                    Duration::from_secs(300),
+                    "every pod updated and the cluster Ready after spec.image changed",
+                    |s| {
+                        s.observed_generation >= Some(generation)
+                            && s.updated_replicas == Some(3)
+                            && steady(s, 3)
+                            && s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                    },
+                )
+                .await;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        };
+        let ((acknowledged, failed), updated) = tokio::join!(writer, updated);
+        let updated = updated?;
+        let took = updated.at - t0;
+        let terms = u64::try_from(updated.status.term - before.term).unwrap_or(u64::MAX);
+        let ok = acknowledged.len();
+        self.acknowledged.extend(acknowledged);
+        self.figures.rolling_update = Some(RollFigures {
+            took,
+            terms,
+            acknowledged: ok,
+            failed,
+        });
+        if ok == 0 {
+            return Err("no write was acknowledged during the rolling update".into());
+        }
+        if terms > 1 {
+            return Err(format!(
+                "the rolling update took the cluster from term {} to term {}: more than the one leadership transfer it needs",
+                before.term, updated.status.term
+            ));
+        }
+        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), NS);
+        for p in ["demo-0", "demo-1", "demo-2"] {
+            let pod = pods.get(p).await.map_err(|e| format!("get pod {p}: {e}"))?;
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone());
+            if image.as_deref() != Some(self.rolled_image.as_str()) {
+                return Err(format!(
+                    "{p} runs {image:?} after the update, not {}",
+                    self.rolled_image
+                ));
+            }
+        }
+        let events = self
+            .world
+            .cli
+            .kubectl(&["events", "--for", "raftcluster/demo"])
+            .await?;
+        let restarts = events
+            .lines()
+            .filter(|l| l.contains("MemberRestarted"))
+            .count();
+        if restarts < 3 || !events.contains("LeadershipTransferred") {
+            return Err(format!(
+                "expected 3 MemberRestarted Events and a LeadershipTransferred one:\n{events}"
+            ));
+        }
+        self.pods_ready_with_leader(log).await?;
+        self.check_every_write().await
+    }
+
+    /// A follower loses its volume (its PVC deleted with its pod, as when a node and its local
+    /// disk are gone): it comes back empty, the leader refuses its new incarnation, and the
+    /// operator replaces it — removed, restarted, added back as a learner, promoted — with no one
+    /// touching it; it then holds every write.
+    async fn lost_volume(&mut self, log: &StatusLog) -> Result<(), String> {
+        let before = self.pods_ready_with_leader(log).await?;
+        let leader = before.leader.clone().unwrap_or_default();
+        let victim = ["demo-2", "demo-1", "demo-0"]
+            .into_iter()
+            .find(|p| *p != leader)
+            .unwrap_or("demo-2");
+        let claim = format!("data-{victim}");
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.world.plane.client.clone(), NS);
+        let old_uid = claims
+            .get(&claim)
+            .await
+            .map_err(|e| format!("get pvc {claim}: {e}"))?
+            .uid();
+        let t0 = Instant::now();
+        self.world
+            .cli
+            .kubectl(&["delete", "pvc", &claim, "--wait=false"])
+            .await?;
+        self.world.cli.kubectl(&["delete", "pod", victim]).await?;
+        // The Event says the operator saw it for what it is.
+        let deadline = Instant::now() + STEP;
+        loop {
+            let events = self
+                .world
+                .cli
+                .kubectl(&["events", "--for", "raftcluster/demo"])
+                .await?;
+            if events
+                .lines()
+                .any(|l| l.contains("MemberReplaced") && l.contains(victim))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no MemberReplaced Event for {victim} within {STEP:?} of losing its volume:\n{events}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let mark = log.mark();
+        let back = log
+            .wait_for(
+                mark,
+                STEP,
+                &format!("{victim} a healthy voter again after losing its volume"),
+                |s| steady(s, 3),
+            )
+            .await?;
+        self.figures.lost_volume = Some(back.at - t0);
+        let new_uid = claims
+            .get(&claim)
+            .await
+            .map_err(|e| format!("get pvc {claim}: {e}"))?
+            .uid();
+        if new_uid == old_uid {
+            return Err(format!(
+                "{claim} is the same claim ({old_uid:?}): the volume was not replaced"
+            ));
+        }
+        self.pods_ready_with_leader(log).await?;
+        self.check_every_write_via(victim).await
+    }
+
     /// Every acknowledged write, read back through demo-1.
     async fn check_every_write(&self) -> Result<(), String> {
+        self.check_every_write_via("demo-1").await
+    }
+
+    /// Every acknowledged write, read back through `pod`.
+    async fn check_every_write_via(&self, pod: &str) -> Result<(), String> {
+        // One linearizable scan per exec (the rolling update's writer makes hundreds of keys).
+        let out = self
+            .world
+            .runner
+            .exec(
+                NS,
+                pod,
+                &[
+                    "raftctl",
+                    "--command-timeout",
+                    "10s",
+                    "--json",
+                    "scan",
+                    "--limit",
+                    "10000",
+                ],
+            )
+            .await?;
+        let scan: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|e| format!("raftctl --json scan said {out:?}: {e}"))?;
+        if scan["more"] != serde_json::Value::Bool(false) {
+            return Err(format!("the scan did not get every key in one page: {out}"));
+        }
+        let stored: BTreeMap<&str, &str> = scan["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv["key"].as_str()?, kv["value"].as_str()?)))
+            .collect();
         for (key, value) in &self.acknowledged {
-            let got = self.read("demo-1", key).await?;
-            if &got != value {
+            if stored.get(key.as_str()) != Some(&value.as_str()) {
                 return Err(format!(
-                    "{key} reads {got:?}, but {value:?} was acknowledged"
+                    "{key} reads {:?} in a scan through {pod}, but {value:?} was acknowledged",
+                    stored.get(key.as_str())
                 ));
             }
         }

@@ -43,7 +43,8 @@ pub struct View {
 /// What the view learns.
 #[derive(Clone, Debug)]
 pub enum Update {
-    Status(usize, StatusResponse),
+    // Boxed: a Status is far larger than the other updates.
+    Status(usize, Box<StatusResponse>),
     Unreachable(usize, String),
     Process(usize, Process),
 }
@@ -87,7 +88,7 @@ impl View {
             Update::Status(i, s) => {
                 if let Some(r) = self.rows.get_mut(i) {
                     r.name = s.name.clone();
-                    r.status = Some(s);
+                    r.status = Some(*s);
                     r.reachable = true;
                 }
             }
@@ -344,7 +345,7 @@ pub fn follow(
                             loop {
                                 match stream.message().await {
                                     Ok(Some(s)) => {
-                                        if tx.send(Update::Status(i, s)).is_err() {
+                                        if tx.send(Update::Status(i, Box::new(s))).is_err() {
                                             return;
                                         }
                                     }
@@ -440,7 +441,7 @@ mod tests {
             (1, status(2, Role::Leader, 2, 2, 2)),
             (0, status(1, Role::Follower, 2, 2, 2)),
         ] {
-            said.extend(v.apply(Update::Status(i, s), "t"));
+            said.extend(v.apply(Update::Status(i, Box::new(s)), "t"));
         }
         assert_eq!(
             said,
@@ -470,7 +471,10 @@ dev-2   102  running  follower  1     -       -          5       5        yes"
     #[test]
     fn a_killed_member_is_shown_down_and_said_once() {
         let mut v = view();
-        v.apply(Update::Status(0, status(1, Role::Leader, 3, 1, 1)), "t");
+        v.apply(
+            Update::Status(0, Box::new(status(1, Role::Leader, 3, 1, 1))),
+            "t",
+        );
         let said = v.apply(
             Update::Process(
                 0,
@@ -498,7 +502,10 @@ dev-2   102  running  follower  1     -       -          5       5        yes"
     fn recent_events_are_bounded() {
         let mut v = view();
         for t in 1..=30 {
-            v.apply(Update::Status(0, status(1, Role::Follower, t, 0, 0)), "t");
+            v.apply(
+                Update::Status(0, Box::new(status(1, Role::Follower, t, 0, 0))),
+                "t",
+            );
         }
         assert_eq!(v.events.len(), EVENTS_SHOWN);
         assert!(v.events.back().unwrap().contains("term 30"));

@@ -50,7 +50,10 @@ pub async fn run(ctx: &Ctx, all: bool, interval_ms: u32) -> Result<(), CliError>
             },
         };
         let (addr, status) = match &update {
-            Update::Status(i, s) => (addrs.get(*i).cloned().unwrap_or_default(), Some(s.clone())),
+            Update::Status(i, s) => (
+                addrs.get(*i).cloned().unwrap_or_default(),
+                Some((**s).clone()),
+            ),
             Update::Unreachable(i, _) | Update::Process(i, _) => {
                 (addrs.get(*i).cloned().unwrap_or_default(), None)
             }

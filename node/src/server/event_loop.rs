@@ -761,8 +761,12 @@ impl EventLoop {
             self.ui
                 .status(&self.node, self.disk.state_machine.applied_index(), false);
         }
-        self.status
-            .publish(&self.node, self.disk.state_machine.applied_index(), false);
+        self.status.publish(
+            &self.node,
+            self.disk.state_machine.applied_index(),
+            self.incarnations.refused(),
+            false,
+        );
         Ok(())
     }
 
@@ -935,8 +939,12 @@ impl EventLoop {
                 let _ = t.reply.send(Ok((soft.leader_id, self.node.term())));
             }
         }
-        self.status
-            .publish(&self.node, self.disk.state_machine.applied_index(), true);
+        self.status.publish(
+            &self.node,
+            self.disk.state_machine.applied_index(),
+            self.incarnations.refused(),
+            true,
+        );
     }
 
     fn sync_transport(&mut self) {
@@ -960,8 +968,12 @@ impl EventLoop {
             self.synced_membership = self.node.membership().clone();
             self.transport.sync(&self.synced_membership, &self.runtime);
             // Status readers (the operator) should see a membership change at once.
-            self.status
-                .publish(&self.node, self.disk.state_machine.applied_index(), true);
+            self.status.publish(
+                &self.node,
+                self.disk.state_machine.applied_index(),
+                self.incarnations.refused(),
+                true,
+            );
         }
     }
 }

@@ -14,7 +14,7 @@
 //! What this cannot catch: a member that lost its data before any peer heard
 //! from it, and a peer that never heard from its old incarnation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -33,6 +33,9 @@ pub const FENCED: &str = "kuberaft-fenced";
 pub struct Incarnations {
     mine: u64,
     known: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+    /// Peers refused for showing up with another incarnation, reported in Status so that an
+    /// operator can replace them (remove, add back), until they are forgotten.
+    refused: Arc<Mutex<BTreeSet<NodeId>>>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -45,6 +48,7 @@ impl Incarnations {
         Incarnations {
             mine,
             known: Arc::new(Mutex::new(known)),
+            refused: Arc::default(),
             events,
         }
     }
@@ -65,7 +69,10 @@ impl Incarnations {
         };
         match known.get(&peer) {
             Some(&k) if k == incarnation => Ok(()),
-            Some(&k) => Err(fenced(peer, incarnation, k)),
+            Some(&k) => {
+                lock(&self.refused).insert(peer);
+                Err(fenced(peer, incarnation, k))
+            }
             None => {
                 known.insert(peer, incarnation);
                 let _ = self.events.send(Event::PeerIncarnation {
@@ -84,7 +91,13 @@ impl Incarnations {
             Ok(k) => k,
             Err(p) => p.into_inner(),
         };
+        lock(&self.refused).remove(&peer);
         known.remove(&peer).is_some()
+    }
+
+    /// The peers refused since they were last forgotten: they lost their data dir.
+    pub fn refused(&self) -> Vec<NodeId> {
+        lock(&self.refused).iter().copied().collect()
     }
 
     /// Checks the incarnation an answer carried in its metadata.
@@ -105,6 +118,13 @@ impl Incarnations {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 fn fenced(peer: NodeId, seen: u64, known: u64) -> Status {
     let mut s = Status::failed_precondition(format!(
         "member {peer} came back with a new data dir (incarnation {seen:#x}; this member knew it as {known:#x}): \
@@ -119,4 +139,26 @@ fn fenced(peer: NodeId, seen: u64, known: u64) -> Status {
 /// Whether a peer refused us because our incarnation changed.
 pub fn is_fenced(status: &Status) -> bool {
     status.metadata().contains_key(FENCED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_back_with_another_incarnation_is_refused_and_reported_until_forgotten() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let inc = Incarnations::new(7, BTreeMap::from([(2, 0xaa)]), tx);
+        assert!(inc.check(2, 0xaa).is_ok());
+        assert!(inc.check(3, 0xcc).is_ok(), "learned the first time");
+        assert!(inc.refused().is_empty());
+        let refusal = inc
+            .check(2, 0xbb)
+            .expect_err("a new incarnation of member 2");
+        assert!(is_fenced(&refusal));
+        assert_eq!(inc.refused(), vec![2]);
+        assert!(inc.forget(2), "removed from the configuration");
+        assert!(inc.refused().is_empty());
+        assert!(inc.check(2, 0xbb).is_ok(), "added back as a new member");
+    }
 }

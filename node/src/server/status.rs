@@ -61,7 +61,8 @@ impl StatusBoard {
 
     /// Publishes a fresh status if `now` is set, if term or leader changed,
     /// or if the last one is older than the refresh interval.
-    pub fn publish(&mut self, node: &RawNode, applied_index: u64, now: bool) {
+    /// `lost_data`: members refused for a new incarnation (see incarnations.rs).
+    pub fn publish(&mut self, node: &RawNode, applied_index: u64, lost_data: Vec<u64>, now: bool) {
         let leader = (node.term(), node.leader_id());
         if leader.1 != self.last_leader.1 && leader.1 != 0 {
             self.leader_changed_unix_ms = unix_ms();
@@ -124,6 +125,7 @@ impl StatusBoard {
             suffrage: suffrage as i32,
             leader_changed_unix_ms: self.leader_changed_unix_ms,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            lost_data_members: lost_data,
         };
         self.tx.send_replace(status);
     }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -54,6 +55,13 @@ pub fn statefulset(
             service_name: Some(peers_service_name(&cluster)),
             // Members must all start to elect a leader; ordered start would deadlock readiness.
             pod_management_policy: Some("Parallel".to_string()),
+            // The operator rolls template changes itself, one member at a time, followers
+            // first and the leader last after a leadership transfer (rollout.rs); the
+            // StatefulSet only makes a deleted pod again from the current template.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&cluster)),
                 ..LabelSelector::default()

@@ -99,6 +99,23 @@ impl ApiServer {
 
     /// A read of Secret `name`, answered with `secret` or 404.
     #[allow(dead_code)]
+    /// Expects `DELETE` of pod `name` and answers as the API server does; returns the
+    /// DeleteOptions sent.
+    pub async fn delete_pod(&mut self, name: &str) -> Value {
+        let (_, body, send) = self
+            .expect(
+                Method::DELETE,
+                &format!("/api/v1/namespaces/default/pods/{name}"),
+            )
+            .await;
+        respond(
+            send,
+            StatusCode::OK,
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}}),
+        );
+        body
+    }
+
     pub async fn get_secret(&mut self, name: &str, secret: Option<&Value>) {
         let path = format!("/api/v1/namespaces/default/secrets/{name}");
         let (_, _, send) = self.expect(Method::GET, &path).await;

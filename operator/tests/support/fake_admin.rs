@@ -48,6 +48,8 @@ pub struct State {
     pub silent: Vec<u64>,
     /// Every admin call, in order, as "Method(arg)@member".
     pub calls: Vec<String>,
+    /// Member ids the members report as back with a new data dir (refused until removed).
+    pub lost_data: Vec<u64>,
 }
 
 /// A scripted cluster of members served on local ports.
@@ -93,6 +95,7 @@ impl FakeCluster {
                 dead: Vec::new(),
                 silent: Vec::new(),
                 calls: Vec::new(),
+                lost_data: Vec::new(),
             })),
             changed,
             addrs: Arc::new(Mutex::new(BTreeMap::new())),
@@ -264,6 +267,11 @@ impl FakeCluster {
             suffrage: suffrage as i32,
             leader_changed_unix_ms: s.leader_changed_unix_ms,
             version: "fake".to_string(),
+            lost_data_members: if in_configuration {
+                s.lost_data.clone()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -404,6 +412,8 @@ impl Admin for FakeMember {
             .record(format!("RemoveMember({id})@{}", self.id));
         self.cluster.update(|s| {
             s.configuration.remove(&id);
+            // Removing a member forgets its incarnation everywhere.
+            s.lost_data.retain(|m| *m != id);
         });
         Ok(Response::new(RemoveMemberResponse {
             membership: Some(self.membership()),
