@@ -58,6 +58,19 @@ pub struct OwnedStores {
     pub statefulsets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    /// The members' pods (labelled managed-by the operator).
+    pub pods: Store<Pod>,
+    /// Set once the StatefulSet and pod stores hold a full list: until then a reconcile reads
+    /// from the API, since an object missing from a store may still exist.
+    pub statefulsets_synced: Arc<std::sync::atomic::AtomicBool>,
+    pub pods_synced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl OwnedStores {
+    fn synced(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.statefulsets_synced.load(Acquire) && self.pods_synced.load(Acquire)
+    }
 }
 
 /// Shared by every reconcile.
@@ -353,8 +366,33 @@ fn decide_rollout(
     })
 }
 
-/// Reads the StatefulSet and the pods.
+/// Reads the StatefulSet and the pods: from the watched stores once they are synced (no API
+/// call per reconcile), from the API before that (and in tests that run without stores).
 async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<Observed> {
+    if let Some(stores) = ctx.owned.as_ref().filter(|s| s.synced()) {
+        let statefulset = stores
+            .statefulsets
+            .get(&ObjectRef::new(&resources::statefulset_name(name)).within(namespace))
+            .map(|sts| crate::observe::statefulset_state(&sts));
+        let pods = stores
+            .pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace)
+                    && p.labels()
+                        .get(resources::INSTANCE_LABEL)
+                        .map(String::as_str)
+                        == Some(name)
+            })
+            .filter_map(|pod| crate::observe::pod_state(name, pod))
+            .collect();
+        return Ok(Observed {
+            statefulset,
+            pods,
+            members: Default::default(),
+        });
+    }
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let statefulset = statefulsets
         .get_opt(&resources::statefulset_name(name))

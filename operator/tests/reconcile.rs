@@ -1009,3 +1009,77 @@ async fn a_member_back_without_its_data_is_removed_and_restarted_to_be_added_bac
     task.await.expect("no panic").expect("reconciled");
     assert_eq!(fake.calls()[1], "AddMember(3, demo-2, learner_only=true)@1");
 }
+
+/// A store holding `objects`, as a synced watch would have filled it.
+fn store_of<K>(objects: &[K]) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = kube::runtime::reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(o.clone()));
+    }
+    reader
+}
+
+#[tokio::test]
+async fn with_synced_stores_a_reconcile_reads_nothing_from_the_api() {
+    use std::sync::atomic::AtomicBool;
+    let (client, mut api) = mock_client();
+    let fake = FakeCluster::new("demo", 3);
+    fake.serve(3).await;
+    fake.elect(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    std::mem::forget(rx);
+    let watches = Arc::new(MemberWatches::new(
+        Arc::new(fake.locator()),
+        tx,
+        Health::default(),
+    ));
+    let rc = cluster(3);
+    let applied = kuberaft_operator::resources::statefulset(
+        &rc,
+        &BuildConfig::default(),
+        3,
+        &kuberaft_operator::resources::initial_members("demo", "default", "cluster.local", 3),
+    );
+    let mut sts = statefulset(&serde_json::to_value(&applied).expect("json"), 3);
+    if let Some(s) = sts.status.as_mut() {
+        s.update_revision = Some("r".to_string());
+    }
+    let pods = [
+        pod_of_revision("demo-0", "r", true),
+        pod_of_revision("demo-1", "r", false),
+        pod_of_revision("demo-2", "r", false),
+    ];
+    let stores = kuberaft_operator::reconcile::OwnedStores {
+        statefulsets: store_of(&[sts]),
+        services: store_of(&[]),
+        pod_disruption_budgets: store_of(&[]),
+        pods: store_of(&pods),
+        statefulsets_synced: Arc::new(AtomicBool::new(true)),
+        pods_synced: Arc::new(AtomicBool::new(true)),
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        BuildConfig::default(),
+        watches,
+        Metrics::default(),
+        "kuberaft-operator-test".to_string(),
+        Some(stores),
+    ));
+    ctx.watches.ensure("default", "demo", 3);
+    members_up(&ctx, 3).await;
+    settle(&ctx, "demo-0 leads in term 1", leader_is("demo-0", 1)).await;
+
+    // No GET of the StatefulSet, no LIST of pods: the first request is the first apply.
+    let task = start(&rc, &ctx);
+    api.apply_all("demo").await;
+    let status = api.status(&rc).await;
+    api.event().await; // demo-0 elected
+    task.await.expect("no panic").expect("reconciled");
+    assert_eq!(status["readyReplicas"], 3, "the StatefulSet from the store");
+    assert_eq!(status["updatedReplicas"], 3, "the pods from the store");
+    assert_eq!(status["phase"], "Running");
+    api.nothing_more().await;
+}

@@ -166,11 +166,12 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
     ApiCall {
         file: "controller.rs",
         api_type: "K",
-        calls: "owned::<K>(): watcher(Api::<K>::all(..)) by the managed-by label, for StatefulSet, Service, PodDisruptionBudget",
+        calls: "owned::<K>(): watcher(Api::<K>::all(..)) by the managed-by label, for StatefulSet, Service, PodDisruptionBudget, Pod",
         needs: &[
             ("apps", "statefulsets", &["list", "watch"]),
             ("", "services", &["list", "watch"]),
             ("policy", "poddisruptionbudgets", &["list", "watch"]),
+            ("", "pods", &["list", "watch"]),
         ],
         scope: Scope::AllNamespaces,
     },

@@ -70,12 +70,12 @@ pub fn labels(cluster: &str) -> BTreeMap<String, String> {
 pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "kuberaft".to_string()),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            cluster.to_string(),
-        ),
+        (INSTANCE_LABEL.to_string(), cluster.to_string()),
     ])
 }
+
+/// The label naming the RaftCluster an object belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 
 /// `key=value,…` form of [`selector_labels`], for list calls and the scale subresource.
 pub fn selector_string(cluster: &str) -> String {
