@@ -211,8 +211,9 @@ pub fn pod_state(cluster: &str, pod: &Pod) -> Option<PodState> {
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// Waiting reasons that mean the container will not start without someone's help.
-const STUCK: [&str; 5] = [
+const STUCK: [&str; 6] = [
     "ErrImagePull",
+    "ErrImageNeverPull",
     "ImagePullBackOff",
     "InvalidImageName",
     "CrashLoopBackOff",

@@ -175,16 +175,6 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
         .collect();
     let degraded = if let Some(f) = input.failure {
         condition(DEGRADED, true, f.reason, f.message.clone())
-    } else if !failing_pods.is_empty() {
-        condition(
-            DEGRADED,
-            true,
-            "PodFailing",
-            format!(
-                "{}; check spec.image and the pods' events",
-                failing_pods.join("; ")
-            ),
-        )
     } else if let Rollout::Stalled { ordinal, why } = input.rollout {
         condition(
             DEGRADED,
@@ -193,6 +183,16 @@ pub fn compute(input: &StatusInput<'_>) -> RaftClusterStatus {
             format!(
                 "the rolling update stopped at {}, which runs the new pod template and does not serve: {why}; fix the spec (spec.image, spec.pod…) and the operator rolls on, or revert it",
                 pod_name(&cluster, *ordinal)
+            ),
+        )
+    } else if !failing_pods.is_empty() {
+        condition(
+            DEGRADED,
+            true,
+            "PodFailing",
+            format!(
+                "{}; check spec.image and the pods' events",
+                failing_pods.join("; ")
             ),
         )
     } else if let Step::Blocked {

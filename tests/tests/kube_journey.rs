@@ -9,7 +9,10 @@
 //! acknowledged write still there → `kubectl scale` to 5 (the PodDisruptionBudget keeps 3), its
 //! StatefulSet deleted with `--cascade=orphan` and made again with 5, back to 3 (the budget keeps
 //! 2) → `spec.image` changed while a writer writes through the members: one member restarted at a
-//! time, the leader last after a leadership transfer, at most one new term → the TLS example answers
+//! time, the leader last after a leadership transfer, at most one new term → spec.image set to an
+//! image that cannot run (the update stops at one follower, UpdateStalled; set back, it heals) → a
+//! follower's PVC and pod deleted (the operator replaces the member on its own) → the TLS example
+//! answers
 //! `raftctl --cacert` → `kubectl delete raftcluster` (the garbage collector removes what it
 //! owned; the volumes stay) → `helm uninstall`.
 //!
@@ -392,6 +395,13 @@ impl Journey {
         );
 
         let t = Instant::now();
+        self.stalled_update(&log).await?;
+        self.step(
+            "spec.image set to an image that cannot run: the update stops at one follower (UpdateStalled), the quorum serves; set back, it heals",
+            t,
+        );
+
+        let t = Instant::now();
         self.lost_volume(&log).await?;
         self.step(
             "a follower's volume lost: the operator replaces the member on its own, every write there",
@@ -723,25 +733,7 @@ impl Journey {
         let before = self.pods_ready_with_leader(log).await?;
         let mark = log.mark();
         let t0 = Instant::now();
-        let patch = format!(r#"{{"spec":{{"image":"{}"}}}}"#, self.rolled_image);
-        let generation: i64 = self
-            .world
-            .cli
-            .kubectl(&[
-                "patch",
-                "raftcluster",
-                "demo",
-                "--type",
-                "merge",
-                "-p",
-                &patch,
-                "-o",
-                "jsonpath={.metadata.generation}",
-            ])
-            .await?
-            .trim()
-            .parse()
-            .map_err(|e| format!("kubectl patch printed no generation: {e}"))?;
+        let generation = self.set_image(&self.rolled_image.clone()).await?;
         let done = std::sync::atomic::AtomicBool::new(false);
         let writer = async {
             let mut acknowledged = BTreeMap::new();
@@ -835,6 +827,119 @@ impl Journey {
                 "expected 3 MemberRestarted Events and a LeadershipTransferred one:\n{events}"
             ));
         }
+        self.pods_ready_with_leader(log).await?;
+        self.check_every_write().await
+    }
+
+    /// Patches spec.image and returns the RaftCluster's new generation.
+    async fn set_image(&self, image: &str) -> Result<i64, String> {
+        let patch = format!(r#"{{"spec":{{"image":"{image}"}}}}"#);
+        self.world
+            .cli
+            .kubectl(&[
+                "patch",
+                "raftcluster",
+                "demo",
+                "--type",
+                "merge",
+                "-p",
+                &patch,
+                "-o",
+                "jsonpath={.metadata.generation}",
+            ])
+            .await?
+            .trim()
+            .parse()
+            .map_err(|e| format!("kubectl patch printed no generation: {e}"))
+    }
+
+    /// A release that cannot run: spec.image names an image no node has. The operator restarts
+    /// one follower onto it, sees it cannot start, and stops there with Degraded/UpdateStalled;
+    /// the other two keep the quorum and take writes. Set back, the stuck member is restarted
+    /// at once and the cluster is Ready again.
+    async fn stalled_update(&mut self, log: &StatusLog) -> Result<(), String> {
+        self.pods_ready_with_leader(log).await?;
+        let good = self.rolled_image.clone();
+        let bad = format!("{}:missing", good.split(':').next().unwrap_or(&good));
+        let mark = log.mark();
+        let generation = self.set_image(&bad).await?;
+        let stalled = log
+            .wait_for(
+                mark,
+                STEP,
+                "Degraded/UpdateStalled after spec.image named a missing image",
+                |s| {
+                    s.observed_generation >= Some(generation)
+                        && s.conditions.iter().any(|c| {
+                            c.type_ == "Degraded"
+                                && c.status == "True"
+                                && c.reason == "UpdateStalled"
+                        })
+                },
+            )
+            .await?;
+        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), NS);
+        let mut on_bad = Vec::new();
+        for p in ["demo-0", "demo-1", "demo-2"] {
+            let pod = pods.get(p).await.map_err(|e| format!("get pod {p}: {e}"))?;
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone());
+            if image.as_deref() == Some(bad.as_str()) {
+                on_bad.push(p);
+            }
+        }
+        let leader = stalled.status.leader.clone().unwrap_or_default();
+        if on_bad.len() != 1 || on_bad.contains(&leader.as_str()) {
+            return Err(format!(
+                "the stalled update should have restarted exactly one follower onto {bad}; on it: {on_bad:?}, leader {leader}"
+            ));
+        }
+        let available = stalled
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True");
+        if !available {
+            return Err(format!(
+                "the cluster lost its quorum in a stalled update: {:?}",
+                stalled.status.conditions
+            ));
+        }
+        // The two members left keep taking writes.
+        let serving = ["demo-0", "demo-1", "demo-2"]
+            .into_iter()
+            .find(|p| !on_bad.contains(p))
+            .unwrap_or("demo-0");
+        self.write_via(serving, "while-stalled", "still-writable")
+            .await?;
+        let events = self
+            .world
+            .cli
+            .kubectl(&["events", "--for", "raftcluster/demo"])
+            .await?;
+        if !events.lines().any(|l| l.contains("UpdateStalled")) {
+            return Err(format!("no UpdateStalled Event:\n{events}"));
+        }
+
+        let mark = log.mark();
+        let generation = self.set_image(&good).await?;
+        log.wait_for(
+            mark,
+            STEP,
+            "Ready again after spec.image was set back",
+            |s| {
+                s.observed_generation >= Some(generation)
+                    && s.updated_replicas == Some(3)
+                    && steady(s, 3)
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            },
+        )
+        .await?;
         self.pods_ready_with_leader(log).await?;
         self.check_every_write().await
     }
