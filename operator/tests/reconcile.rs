@@ -35,6 +35,15 @@ fn cluster(replicas: i32) -> RaftCluster {
 }
 
 fn context(client: kube::Client, fake: &FakeCluster) -> Arc<Context> {
+    context_with_stores(client, fake, None)
+}
+
+/// A Context whose reconciles read through `stores` (None: straight from the API).
+fn context_with_stores(
+    client: kube::Client,
+    fake: &FakeCluster,
+    stores: Option<kuberaft_operator::reconcile::OwnedStores>,
+) -> Arc<Context> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     // Triggers are not consumed here: tests call reconcile themselves.
     std::mem::forget(rx);
@@ -49,7 +58,7 @@ fn context(client: kube::Client, fake: &FakeCluster) -> Arc<Context> {
         watches,
         Metrics::default(),
         "kuberaft-operator-test".to_string(),
-        None,
+        stores,
     ))
 }
 
@@ -1029,13 +1038,6 @@ async fn with_synced_stores_a_reconcile_reads_nothing_from_the_api() {
     let fake = FakeCluster::new("demo", 3);
     fake.serve(3).await;
     fake.elect(1);
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    std::mem::forget(rx);
-    let watches = Arc::new(MemberWatches::new(
-        Arc::new(fake.locator()),
-        tx,
-        Health::default(),
-    ));
     let rc = cluster(3);
     let applied = kuberaft_operator::resources::statefulset(
         &rc,
@@ -1060,14 +1062,7 @@ async fn with_synced_stores_a_reconcile_reads_nothing_from_the_api() {
         statefulsets_synced: Arc::new(AtomicBool::new(true)),
         pods_synced: Arc::new(AtomicBool::new(true)),
     };
-    let ctx = Arc::new(Context::new(
-        client,
-        BuildConfig::default(),
-        watches,
-        Metrics::default(),
-        "kuberaft-operator-test".to_string(),
-        Some(stores),
-    ));
+    let ctx = context_with_stores(client, &fake, Some(stores));
     ctx.watches.ensure("default", "demo", 3);
     members_up(&ctx, 3).await;
     settle(&ctx, "demo-0 leads in term 1", leader_is("demo-0", 1)).await;

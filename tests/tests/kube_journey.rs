@@ -798,14 +798,7 @@ impl Journey {
                 before.term, updated.status.term
             ));
         }
-        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), NS);
-        for p in ["demo-0", "demo-1", "demo-2"] {
-            let pod = pods.get(p).await.map_err(|e| format!("get pod {p}: {e}"))?;
-            let image = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first())
-                .and_then(|c| c.image.clone());
+        for (p, image) in self.images().await? {
             if image.as_deref() != Some(self.rolled_image.as_str()) {
                 return Err(format!(
                     "{p} runs {image:?} after the update, not {}",
@@ -813,11 +806,7 @@ impl Journey {
                 ));
             }
         }
-        let events = self
-            .world
-            .cli
-            .kubectl(&["events", "--for", "raftcluster/demo"])
-            .await?;
+        let events = self.events().await?;
         let restarts = events
             .lines()
             .filter(|l| l.contains("MemberRestarted"))
@@ -829,6 +818,30 @@ impl Journey {
         }
         self.pods_ready_with_leader(log).await?;
         self.check_every_write().await
+    }
+
+    /// `kubectl events --for raftcluster/demo`.
+    async fn events(&self) -> Result<String, String> {
+        self.world
+            .cli
+            .kubectl(&["events", "--for", "raftcluster/demo"])
+            .await
+    }
+
+    /// The image each of demo-0..2 runs, as its pod spec names it.
+    async fn images(&self) -> Result<Vec<(&'static str, Option<String>)>, String> {
+        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), NS);
+        let mut images = Vec::new();
+        for p in ["demo-0", "demo-1", "demo-2"] {
+            let pod = pods.get(p).await.map_err(|e| format!("get pod {p}: {e}"))?;
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone());
+            images.push((p, image));
+        }
+        Ok(images)
     }
 
     /// Patches spec.image and returns the RaftCluster's new generation.
@@ -878,19 +891,13 @@ impl Journey {
                 },
             )
             .await?;
-        let pods: Api<Pod> = Api::namespaced(self.world.plane.client.clone(), NS);
-        let mut on_bad = Vec::new();
-        for p in ["demo-0", "demo-1", "demo-2"] {
-            let pod = pods.get(p).await.map_err(|e| format!("get pod {p}: {e}"))?;
-            let image = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first())
-                .and_then(|c| c.image.clone());
-            if image.as_deref() == Some(bad.as_str()) {
-                on_bad.push(p);
-            }
-        }
+        let on_bad: Vec<&str> = self
+            .images()
+            .await?
+            .into_iter()
+            .filter(|(_, image)| image.as_deref() == Some(bad.as_str()))
+            .map(|(p, _)| p)
+            .collect();
         let leader = stalled.status.leader.clone().unwrap_or_default();
         if on_bad.len() != 1 || on_bad.contains(&leader.as_str()) {
             return Err(format!(
@@ -915,11 +922,7 @@ impl Journey {
             .unwrap_or("demo-0");
         self.write_via(serving, "while-stalled", "still-writable")
             .await?;
-        let events = self
-            .world
-            .cli
-            .kubectl(&["events", "--for", "raftcluster/demo"])
-            .await?;
+        let events = self.events().await?;
         if !events.lines().any(|l| l.contains("UpdateStalled")) {
             return Err(format!("no UpdateStalled Event:\n{events}"));
         }
@@ -972,11 +975,7 @@ impl Journey {
         // The Event says the operator saw it for what it is.
         let deadline = Instant::now() + STEP;
         loop {
-            let events = self
-                .world
-                .cli
-                .kubectl(&["events", "--for", "raftcluster/demo"])
-                .await?;
+            let events = self.events().await?;
             if events
                 .lines()
                 .any(|l| l.contains("MemberReplaced") && l.contains(victim))
@@ -1062,11 +1061,7 @@ impl Journey {
     }
 
     async fn check_events(&self) -> Result<(), String> {
-        let events = self
-            .world
-            .cli
-            .kubectl(&["events", "--for", "raftcluster/demo"])
-            .await?;
+        let events = self.events().await?;
         let elected = events
             .lines()
             .filter(|l| l.contains("LeaderElected"))
