@@ -40,7 +40,7 @@ COPY --from=builder /out/bin/ /usr/local/bin/
 COPY --from=builder --chown=65532:65532 /out/data /var/lib/kuberaft
 USER 65532:65532
 ENV KUBERAFT_DATA_DIR=/var/lib/kuberaft
-# 7000: Raft between members; 7001: clients (kv, admin, health, reflection);
-# 7002: metrics.
-EXPOSE 7000 7001 7002
+# 7000: Raft between members; 7001: clients (kv, admin reads, health, reflection);
+# 7002: metrics, probes, web view; 7003: admin (membership changes; members and operator only).
+EXPOSE 7000 7001 7002 7003
 ENTRYPOINT ["/usr/local/bin/kuberaft-node"]

@@ -35,10 +35,19 @@ pub struct NodeArgs {
     #[arg(long, env = "KUBERAFT_PEER_LISTEN", default_value = "0.0.0.0:7000")]
     pub peer_listen: SocketAddr,
 
-    /// Address for clients: kuberaft.kv.v1, kuberaft.admin.v1,
-    /// grpc.health.v1 and server reflection.
+    /// Address for clients: kuberaft.kv.v1, the calls of kuberaft.admin.v1
+    /// that only read (Status, WatchStatus, WatchEvents), grpc.health.v1 and
+    /// server reflection.
     #[arg(long, env = "KUBERAFT_CLIENT_LISTEN", default_value = "0.0.0.0:7001")]
     pub client_listen: SocketAddr,
+
+    /// Address for the calls that change the cluster (AddMember,
+    /// PromoteMember, RemoveMember, TransferLeadership, Snapshot) and the rest
+    /// of kuberaft.admin.v1, grpc.health.v1 and server reflection. Let only
+    /// the members and the operator reach it; with peer TLS it accepts only
+    /// certificates the peer CA signed.
+    #[arg(long, env = "KUBERAFT_ADMIN_LISTEN", default_value = "0.0.0.0:7003")]
+    pub admin_listen: SocketAddr,
 
     /// Address for HTTP: Prometheus /metrics, /livez and /readyz, and the
     /// web view /ui.
@@ -137,6 +146,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub peer_listen: SocketAddr,
     pub client_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     pub http_listen: SocketAddr,
     /// Empty when this member is not among the initial members (join mode).
     pub initial_membership: Membership,
@@ -215,6 +225,7 @@ impl NodeArgs {
             data_dir: self.data_dir.clone(),
             peer_listen: self.peer_listen,
             client_listen: self.client_listen,
+            admin_listen: self.admin_listen,
             http_listen: self.http_listen,
             initial_membership,
             tick_ms,

@@ -13,7 +13,7 @@ pub enum Error {
     MissingUid(String),
 
     #[error(
-        "member {member} at {endpoint} is unreachable: {message}; check that the pod is running and that the operator can reach port 7001"
+        "member {member} at {endpoint} is unreachable: {message}; check that the pod is running and that the operator can reach its admin port 7003"
     )]
     MemberUnreachable {
         member: String,

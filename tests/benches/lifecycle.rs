@@ -134,7 +134,7 @@ async fn main() {
         "loaded {keys} keys in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let snap = admin(&leader_addr)
+    let snap = admin(&c.member(leader).admin_addr())
         .await
         .snapshot(adminpb::SnapshotRequest {})
         .await
@@ -258,7 +258,8 @@ async fn main() {
     );
     let busy = Arc::new(AtomicBool::new(true));
     let background = {
-        let (busy, done, leader_addr) = (busy.clone(), done.clone(), leader_addr.clone());
+        let (busy, done) = (busy.clone(), done.clone());
+        let leader_admin = c.member(leader).admin_addr();
         tokio::spawn(async move {
             let signal = |sig| {
                 // SAFETY: kill(2) on a child process the cluster owns.
@@ -272,7 +273,7 @@ async fn main() {
                 signal(libc::SIGSTOP);
                 tokio::time::sleep(Duration::from_millis(1000)).await;
                 let (started, before) = (Instant::now(), done.load(Ordering::Relaxed));
-                let snap = admin(&leader_addr)
+                let snap = admin(&leader_admin)
                     .await
                     .snapshot(adminpb::SnapshotRequest {})
                     .await;

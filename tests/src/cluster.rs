@@ -136,6 +136,8 @@ pub struct Member {
     pub peer_port: u16,
     pub client_port: u16,
     pub http_port: u16,
+    /// Membership changes, transfers and snapshots (not on the client port).
+    pub admin_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -150,6 +152,10 @@ impl Member {
 
     pub fn http_addr(&self) -> String {
         format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn admin_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -248,6 +254,7 @@ impl Cluster {
                 peer_port: free_port(),
                 client_port: free_port(),
                 http_port: free_port(),
+                admin_port: free_port(),
                 data_dir: dir.path().join(format!("data-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -287,6 +294,7 @@ impl Cluster {
             peer_port: free_port(),
             client_port: free_port(),
             http_port: free_port(),
+            admin_port: free_port(),
             data_dir: self.dir.path().join(format!("data-{id}")),
             log: self.dir.path().join(format!("node-{id}.log")),
             child: None,
@@ -336,6 +344,8 @@ impl Cluster {
             .arg(format!("127.0.0.1:{}", m.client_port))
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", m.http_port))
+            .arg("--admin-listen")
+            .arg(m.admin_addr())
             .arg("--initial-members")
             .arg(initial)
             .args(&m.extra_args)
@@ -423,6 +433,10 @@ impl Cluster {
 
     pub fn client_addrs(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_addr()).collect()
+    }
+
+    pub fn admin_addrs(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.admin_addr()).collect()
     }
 
     pub fn ids(&self) -> Vec<u64> {

@@ -14,6 +14,7 @@ pub mod kube;
 pub mod linearizability;
 pub mod manifests;
 pub mod monitoring;
+pub mod network_policy;
 pub mod prometheus;
 pub mod promql;
 pub mod proxy;

@@ -196,6 +196,7 @@ fn helm_tier(helm: &Path, report: &mut Report) -> Vec<Render> {
         report.check("the metrics the programs export", Err(e.clone()));
     }
     let mut monitoring_checked = false;
+    let mut policies_checked = 0;
 
     let mut value_files: Vec<Option<PathBuf>> = vec![None];
     value_files.extend(yaml_files(&chart().join("ci")).into_iter().map(Some));
@@ -235,6 +236,12 @@ fn helm_tier(helm: &Path, report: &mut Report) -> Vec<Render> {
             &format!("helm template ({label}): objects and RBAC"),
             check_render(&objects, values.as_deref().unwrap_or("")),
         );
+        let policies = kuberaft_tests::network_policy::check(&objects);
+        policies_checked += policies.as_ref().map_or(0, |n| *n);
+        report.check(
+            &format!("helm template ({label}): the admin port only for members and the operator"),
+            policies.map(|n| format!("({n} NetworkPolicies)")),
+        );
         if let Ok(exported) = &exported {
             let kinds: BTreeSet<&str> = objects.iter().map(kind_of).collect();
             monitoring_checked |= kinds.contains("PrometheusRule") && kinds.contains("ConfigMap");
@@ -259,6 +266,23 @@ fn helm_tier(helm: &Path, report: &mut Report) -> Vec<Render> {
         } else {
             Err("no render had both; turn them on in ci/monitoring-values.yaml".to_string())
         },
+    );
+    report.check(
+        "a ci/ values file renders NetworkPolicies",
+        if policies_checked > 0 {
+            Ok(String::new())
+        } else {
+            Err("no render had one; turn them on in ci/networkpolicy-values.yaml".to_string())
+        },
+    );
+    report.check(
+        "deploy/networkpolicy/: the admin port only for members and the operator",
+        deploy_objects(&repo_root().join("deploy").join("networkpolicy")).and_then(|objects| {
+            match kuberaft_tests::network_policy::check(&objects)? {
+                0 => Err("no NetworkPolicy in deploy/networkpolicy/".to_string()),
+                n => Ok(format!("({n} NetworkPolicies)")),
+            }
+        }),
     );
     if let Some(default) = renders.first() {
         report.check(

@@ -22,8 +22,8 @@ async fn the_status_the_operator_would_write_follows_a_real_leader_change() {
     let mut c = Cluster::start_named("demo", 3);
     let addrs = c.client_addrs();
     let (leader, term) = wait_for_leader(&addrs, Duration::from_secs(10)).await;
-    // The operator reaches pod demo-<ordinal> at member ordinal+1's client port.
-    let ports: Vec<u16> = c.members.iter().map(|m| m.client_port).collect();
+    // The operator reaches pod demo-<ordinal> at member ordinal+1's admin port.
+    let ports: Vec<u16> = c.members.iter().map(|m| m.admin_port).collect();
     let locator = move |m: &MemberRef| format!("http://127.0.0.1:{}", ports[m.ordinal as usize]);
     let (tx, _triggers) = tokio::sync::mpsc::channel(64);
     let watches = Arc::new(MemberWatches::new(Arc::new(locator), tx, Health::default()));

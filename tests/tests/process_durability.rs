@@ -268,11 +268,17 @@ async fn a_member_whose_data_dir_was_wiped_is_refused_and_can_be_added_back_as_a
         .collect();
     wait_for_leader(&others, ELECTION).await;
     put(&others[0], "during", "2").await;
+    let via = c
+        .members
+        .iter()
+        .find(|m| m.id != wiped)
+        .map(|m| m.admin_addr())
+        .expect("another member");
 
     // Remove it, wipe again, and add it back as a new member.
     let mut req = tonic::Request::new(kuberaft_proto::admin::RemoveMemberRequest { id: wiped });
     req.set_timeout(Duration::from_secs(20));
-    kuberaft_tests::cluster::admin(&others[0])
+    kuberaft_tests::cluster::admin(&via)
         .await
         .remove_member(req)
         .await
@@ -285,7 +291,7 @@ async fn a_member_whose_data_dir_was_wiped_is_refused_and_can_be_added_back_as_a
         learner_only: false,
     });
     req.set_timeout(Duration::from_secs(30));
-    kuberaft_tests::cluster::admin(&others[0])
+    kuberaft_tests::cluster::admin(&via)
         .await
         .add_member(req)
         .await

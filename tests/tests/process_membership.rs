@@ -73,6 +73,7 @@ async fn grow_from_three_to_five_and_back_while_a_client_writes() {
     let mut c = Cluster::start(3);
     let addrs = c.client_addrs();
     wait_for_leader(&addrs, ELECTION).await;
+    let admin_addrs = c.admin_addrs();
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(addrs.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -80,7 +81,8 @@ async fn grow_from_three_to_five_and_back_while_a_client_writes() {
     for _ in 0..2 {
         let id = c.add_node();
         let pb = c.member_pb(id);
-        let resp = add_member(&addrs[1], pb).await;
+        // Through member 2's admin port: a follower forwards to the leader's.
+        let resp = add_member(&admin_addrs[1], pb).await;
         let m = resp.membership.expect("membership");
         assert!(
             m.members
@@ -98,7 +100,7 @@ async fn grow_from_three_to_five_and_back_while_a_client_writes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     for id in [5, 4] {
-        remove_member(&addrs[0], id).await;
+        remove_member(&admin_addrs[0], id).await;
         c.kill(id);
     }
     let (leader, _) = wait_for_leader(&addrs, ELECTION).await;
@@ -144,7 +146,7 @@ async fn removing_the_leader_moves_leadership_first_and_the_removed_member_stays
         .await
         .expect("put");
     // Ask the leader itself to remove itself.
-    remove_member(&c.member(leader).client_addr(), leader).await;
+    remove_member(&c.member(leader).admin_addr(), leader).await;
     let others: Vec<String> = c
         .members
         .iter()
@@ -176,4 +178,93 @@ async fn removing_the_leader_moves_leadership_first_and_the_removed_member_stays
         })
         .await
         .expect("the two remaining commit");
+}
+
+/// Issue 16: whoever reaches a client port (the `<name>` Services expose it) must not change the
+/// cluster. Every call that changes it is refused there, names the admin address, and changes
+/// nothing; the calls that read still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_port_refuses_every_call_that_changes_the_cluster() {
+    let mut c = Cluster::start(3);
+    let addrs = c.client_addrs();
+    let (leader, term) = wait_for_leader(&addrs, ELECTION).await;
+    let at = c.member(leader).client_addr();
+    let admin_addr = c.member(leader).admin_addr();
+    let before = status(&at).await.expect("status on the client port");
+    assert_eq!(
+        before.admin_addr, admin_addr,
+        "Status says where the admin port is"
+    );
+    let joiner = c.add_node();
+    let pb = c.member_pb(joiner);
+    let mut client = admin(&at).await;
+    let refusals = [
+        (
+            "AddMember",
+            client
+                .add_member(adminpb::AddMemberRequest {
+                    member: Some(pb),
+                    learner_only: true,
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "PromoteMember",
+            client
+                .promote_member(adminpb::PromoteMemberRequest { id: joiner })
+                .await
+                .map(drop),
+        ),
+        (
+            "RemoveMember",
+            client
+                .remove_member(adminpb::RemoveMemberRequest { id: 1 })
+                .await
+                .map(drop),
+        ),
+        (
+            "TransferLeadership",
+            client
+                .transfer_leadership(adminpb::TransferLeadershipRequest { to: 0 })
+                .await
+                .map(drop),
+        ),
+        (
+            "Snapshot",
+            client.snapshot(adminpb::SnapshotRequest {}).await.map(drop),
+        ),
+    ];
+    for (call, result) in refusals {
+        let e = result.expect_err(call);
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{call}: {e}");
+        assert!(
+            e.message().contains(call) && e.message().contains(&admin_addr),
+            "{call}: the refusal names the call and the admin address: {}",
+            e.message()
+        );
+    }
+    let after = status(&at).await.expect("status");
+    assert_eq!(
+        voters(&after),
+        voters(&before),
+        "the membership did not change"
+    );
+    assert!(
+        !after
+            .members
+            .iter()
+            .filter_map(|m| m.member.as_ref())
+            .any(|m| m.id == joiner),
+        "member {joiner} was not added"
+    );
+    assert_eq!(
+        (after.leader_id, after.term),
+        (leader, term),
+        "leadership did not move"
+    );
+    assert_eq!(
+        after.snapshot_index, before.snapshot_index,
+        "no snapshot was taken"
+    );
 }

@@ -126,7 +126,7 @@ async fn a_follower_killed_while_receiving_a_snapshot_finishes_after_a_restart()
     for w in writers {
         w.await.expect("writer");
     }
-    let snap = admin(&leader_addr)
+    let snap = admin(&c.member(leader).admin_addr())
         .await
         .snapshot(adminpb::SnapshotRequest {})
         .await
@@ -230,7 +230,7 @@ async fn compacting_a_long_log_keeps_the_leader() {
     for w in writers {
         w.await.expect("writer");
     }
-    let snap = admin(&leader_addr)
+    let snap = admin(&c.member(leader).admin_addr())
         .await
         .snapshot(adminpb::SnapshotRequest {})
         .await

@@ -178,6 +178,40 @@ async fn members_form_a_cluster_over_mutual_tls_and_serve_clients_over_tls() {
         Some(&b"hello"[..])
     );
 
+    // The calls that change the cluster go to the admin ports, which serve the members'
+    // mutual TLS: a client without a certificate the cluster CA signed changes nothing...
+    let leader_admin = c.member(leader).admin_addr();
+    let mut anonymous = AdminClient::new(tls_channel(&leader_admin, &ca.client(None)));
+    let refused = anonymous
+        .transfer_leadership(adminpb::TransferLeadershipRequest { to: follower })
+        .await
+        .expect_err("the admin port wants a certificate");
+    assert_ne!(refused.code(), tonic::Code::Ok);
+    let s = tls_status(&follower_addr, &tls).await.expect("status");
+    assert_eq!(s.leader_id, leader, "leadership did not move: {refused}");
+    assert_eq!(s.admin_addr, c.member(follower).admin_addr());
+    // ... while raftctl with one finds the admin port from Status, and a follower forwards
+    // the transfer to the leader's admin port over mutual TLS.
+    let to = follower.to_string();
+    let o = raftctl(
+        &[
+            &["--endpoints", &https][..],
+            &tls_args,
+            &["transfer-leader", "--to", &to],
+        ]
+        .concat(),
+    );
+    assert!(
+        o.status.success(),
+        "transfer-leader over TLS failed: {}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).starts_with(&format!("leader is now {follower}")),
+        "{}",
+        text(&o.stdout)
+    );
+
     // Without a client certificate: refused, and raftctl says why.
     let no_cert = [
         "--endpoints",
@@ -499,6 +533,7 @@ fn bad_tls_files_stop_the_member_with_one_line() {
             .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--client-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
             .args([
                 "--peer-cert-file",
                 c,

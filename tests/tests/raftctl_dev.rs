@@ -25,7 +25,7 @@ fn free_base_port(nodes: u16) -> u16 {
     for _ in 0..200 {
         // Above free_port()'s range (10000–19999) and below the ephemeral one (32768+).
         let base = 20_000 + rand_u16() % 12_000;
-        let free = (base..base + 3 * (nodes + 1))
+        let free = (base..base + PORTS * (nodes + 1))
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return base;
@@ -33,6 +33,9 @@ fn free_base_port(nodes: u16) -> u16 {
     }
     panic!("no free port range found");
 }
+
+/// Ports of one member in `raftctl dev`'s layout (peer, client, HTTP, admin).
+const PORTS: u16 = kuberaft_node::cli::cluster::PORTS_PER_MEMBER as u16;
 
 fn rand_u16() -> u16 {
     let nanos = std::time::SystemTime::now()
@@ -79,7 +82,7 @@ impl Dev {
             .stderr(Stdio::inherit());
         let child = cmd.spawn().expect("start raftctl dev");
         let endpoints = (0..nodes)
-            .map(|i| format!("127.0.0.1:{}", base + 3 * i + 1))
+            .map(|i| format!("127.0.0.1:{}", base + PORTS * i + 1))
             .collect::<Vec<_>>()
             .join(",");
         Dev {
@@ -504,7 +507,8 @@ fn membership_and_leadership_through_raftctl() {
     dev.wait_one_leader();
 
     // A fourth member, started empty, is added as a learner, then promoted.
-    let (peer, client, http) = (dev.base + 9, dev.base + 10, dev.base + 11);
+    let first = dev.base + 3 * PORTS;
+    let (peer, client, http, admin) = (first, first + 1, first + 2, first + 3);
     let data = dev.scratch.path().join("dev-3");
     let mut joiner = Command::new(node_binary())
         .args(["--cluster=dev", "--id=4", "--name=dev-3"])
@@ -512,6 +516,7 @@ fn membership_and_leadership_through_raftctl() {
         .arg(format!("--peer-listen=127.0.0.1:{peer}"))
         .arg(format!("--client-listen=127.0.0.1:{client}"))
         .arg(format!("--http-listen=127.0.0.1:{http}"))
+        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -5,6 +5,7 @@ use kuberaft_proto::raft;
 use serde_json::json;
 
 use super::Ctx;
+use super::admin_port::{admin_client, call_admin};
 use super::args::{MemberCommand, OutputFormat};
 use super::client::request;
 use super::error::{CliError, Effect};
@@ -202,15 +203,17 @@ pub async fn transfer_leader(ctx: &Ctx, to: Option<u64>) -> Result<(), CliError>
     let req = admin::TransferLeadershipRequest {
         to: to.unwrap_or(0),
     };
-    let (_, r) = ctx
-        .client
-        .call_cli(Effect::Write, |ch, left| async move {
+    let (_, r) = call_admin(
+        &admin_client(ctx).await?,
+        Effect::Write,
+        |ch, left| async move {
             Ok(AdminClient::new(ch)
                 .transfer_leadership(request(req, left))
                 .await?
                 .into_inner())
-        })
-        .await?;
+        },
+    )
+    .await?;
     // The answer may come before the new leader is known: ask the members.
     let (mut leader_id, mut term, mut name) = (r.leader_id, r.term, String::new());
     let deadline = tokio::time::Instant::now() + ctx.client.command_timeout;
@@ -310,44 +313,41 @@ pub async fn member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), CliError> {
                 }),
                 learner_only: *learner_only,
             };
-            let (_, r) = ctx
-                .client
-                .call_cli(Effect::Write, |ch, left| {
-                    let req = req.clone();
-                    async move {
-                        Ok(AdminClient::new(ch)
-                            .add_member(request(req, left))
-                            .await?
-                            .into_inner())
-                    }
-                })
-                .await?;
+            let admin = admin_client(ctx).await?;
+            let (_, r) = call_admin(&admin, Effect::Write, |ch, left| {
+                let req = req.clone();
+                async move {
+                    Ok(AdminClient::new(ch)
+                        .add_member(request(req, left))
+                        .await?
+                        .into_inner())
+                }
+            })
+            .await?;
             print_membership(ctx, r.membership);
         }
         MemberCommand::Promote { id } => {
             let req = admin::PromoteMemberRequest { id: *id };
-            let (_, r) = ctx
-                .client
-                .call_cli(Effect::Write, |ch, left| async move {
-                    Ok(AdminClient::new(ch)
-                        .promote_member(request(req, left))
-                        .await?
-                        .into_inner())
-                })
-                .await?;
+            let admin = admin_client(ctx).await?;
+            let (_, r) = call_admin(&admin, Effect::Write, |ch, left| async move {
+                Ok(AdminClient::new(ch)
+                    .promote_member(request(req, left))
+                    .await?
+                    .into_inner())
+            })
+            .await?;
             print_membership(ctx, r.membership);
         }
         MemberCommand::Remove { id } => {
             let req = admin::RemoveMemberRequest { id: *id };
-            let (_, r) = ctx
-                .client
-                .call_cli(Effect::Write, |ch, left| async move {
-                    Ok(AdminClient::new(ch)
-                        .remove_member(request(req, left))
-                        .await?
-                        .into_inner())
-                })
-                .await?;
+            let admin = admin_client(ctx).await?;
+            let (_, r) = call_admin(&admin, Effect::Write, |ch, left| async move {
+                Ok(AdminClient::new(ch)
+                    .remove_member(request(req, left))
+                    .await?
+                    .into_inner())
+            })
+            .await?;
             print_membership(ctx, r.membership);
         }
     }
@@ -355,12 +355,10 @@ pub async fn member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), CliError> {
 }
 
 pub async fn snapshot(ctx: &Ctx, all: bool) -> Result<(), CliError> {
+    let admin_addrs = super::admin_port::admin_addrs(ctx).await?;
+    let admin = ctx.client.with_endpoints(&admin_addrs)?;
     let targets: Vec<String> = if all {
-        ctx.client
-            .endpoints()
-            .iter()
-            .map(|e| e.addr.clone())
-            .collect()
+        admin_addrs
     } else {
         vec![String::new()]
     };
@@ -373,18 +371,17 @@ pub async fn snapshot(ctx: &Ctx, all: bool) -> Result<(), CliError> {
     let mut rows = Vec::new();
     for target in targets {
         let client = if target.is_empty() {
-            ctx.client.clone()
+            admin.clone()
         } else {
             ctx.client.with_endpoints(std::slice::from_ref(&target))?
         };
-        let (endpoint, r) = client
-            .call_cli(Effect::Write, |ch, left| async move {
-                Ok(AdminClient::new(ch)
-                    .snapshot(request(admin::SnapshotRequest {}, left))
-                    .await?
-                    .into_inner())
-            })
-            .await?;
+        let (endpoint, r) = call_admin(&client, Effect::Write, |ch, left| async move {
+            Ok(AdminClient::new(ch)
+                .snapshot(request(admin::SnapshotRequest {}, left))
+                .await?
+                .into_inner())
+        })
+        .await?;
         t.row([
             endpoint.clone(),
             r.last_included_index.to_string(),

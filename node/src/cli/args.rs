@@ -37,6 +37,17 @@ pub struct GlobalArgs {
     )]
     pub endpoints: Vec<String>,
 
+    /// Admin addresses of members (host:port, comma-separated), for the
+    /// commands that change the cluster (member, transfer-leader, snapshot).
+    /// By default each endpoint is asked where its admin port is.
+    #[arg(
+        long,
+        global = true,
+        env = "KUBERAFT_ADMIN_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub admin_endpoints: Vec<String>,
+
     /// How long to wait for a connection to one endpoint (e.g. 500ms, 2s).
     #[arg(long, global = true, env = "KUBERAFT_DIAL_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub dial_timeout: Duration,
@@ -169,7 +180,7 @@ pub enum Command {
     Member(MemberCommand),
     /// Snapshot a member's state machine and compact its log.
     Snapshot {
-        /// Snapshot every member listed in --endpoints, not just the first reachable.
+        /// Snapshot every member the endpoints reach (at its admin port), not just the first.
         #[arg(long)]
         all: bool,
     },
@@ -220,8 +231,9 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 
-    /// First port: member i (from 0) listens for peers on BASE+3i, clients on
-    /// BASE+3i+1 and HTTP (metrics, health) on BASE+3i+2
+    /// First port: member i (from 0) listens for peers on BASE+4i, clients on
+    /// BASE+4i+1, HTTP (metrics, health) on BASE+4i+2 and admin calls on
+    /// BASE+4i+3
     /// [default: 7100, or what --data-dir was created with].
     #[arg(long)]
     pub base_port: Option<u16>,

@@ -21,7 +21,7 @@ use super::error::CliError;
 pub const CLUSTER_NAME: &str = "dev";
 
 /// Each member listens on three consecutive ports: peers, clients, HTTP.
-pub const PORTS_PER_MEMBER: u32 = 3;
+pub const PORTS_PER_MEMBER: u32 = 4;
 
 /// Where a kept data dir records the layout it was created with.
 const LAYOUT_FILE: &str = "raftctl-dev.layout";
@@ -105,6 +105,8 @@ pub struct LocalMember {
     pub client_addr: String,
     /// Prometheus /metrics, /livez, /readyz.
     pub http_addr: String,
+    /// Membership changes, transfers and snapshots.
+    pub admin_addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -276,6 +278,7 @@ impl LocalCluster {
                 peer_addr: format!("127.0.0.1:{peer_port}"),
                 client_addr: format!("127.0.0.1:{}", peer_port + 1),
                 http_addr: format!("127.0.0.1:{}", peer_port + 2),
+                admin_addr: format!("127.0.0.1:{}", peer_port + 3),
                 data_dir: dir.join(&name),
                 log_path: dir.join(format!("{name}.log")),
                 name,
@@ -286,7 +289,7 @@ impl LocalCluster {
             });
         }
         for m in &members {
-            for addr in [&m.peer_addr, &m.client_addr, &m.http_addr] {
+            for addr in [&m.peer_addr, &m.client_addr, &m.http_addr, &m.admin_addr] {
                 if std::net::TcpListener::bind(addr.as_str()).is_err() {
                     return Err(CliError::new(format!(
                         "{addr} is in use (another raftctl dev?); stop it or choose another --base-port"
@@ -368,6 +371,7 @@ impl LocalCluster {
             format!("--peer-listen={}", m.peer_addr),
             format!("--client-listen={}", m.client_addr),
             format!("--http-listen={}", m.http_addr),
+            format!("--admin-listen={}", m.admin_addr),
             format!("--initial-members={}", self.initial_members()),
         ];
         a.extend(self.extra_args.iter().cloned());

@@ -8,6 +8,7 @@
 //! - [`bench`], [`failover`], [`report`]: the benchmarks.
 
 pub mod admin;
+pub mod admin_port;
 pub mod args;
 pub mod bench;
 pub mod client;
@@ -38,6 +39,8 @@ use error::CliError;
 /// What every command that talks to a cluster needs.
 pub struct Ctx {
     pub client: Client,
+    /// `--admin-endpoints` (empty: ask the members, see admin_port.rs).
+    pub admin_endpoints: Vec<String>,
     pub format: OutputFormat,
     pub enc: Encoding,
 }
@@ -78,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let ctx = || -> Result<Ctx, CliError> {
         Ok(Ctx {
             client: Client::new(&g.endpoints, g.dial_timeout, g.command_timeout)?,
+            admin_endpoints: g.admin_endpoints.clone(),
             format: g.format(),
             enc: Encoding::from_hex_flag(g.hex),
         })

@@ -1,5 +1,7 @@
 //! `kuberaft.admin.v1`: status and membership. Membership changes and
-//! transfers run on the leader; other members forward them once.
+//! transfers run on the leader; other members forward them once, to the
+//! leader's admin port. The client port serves only the calls that read
+//! (see admin.proto for why).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -23,6 +25,9 @@ pub struct AdminService {
     pub forwarder: Forwarder,
     /// Protocol events of the event loop, for WatchEvents.
     pub ui_events: tokio::sync::broadcast::Sender<pb::RaftEvent>,
+    /// Served on the admin port: every call. On the client port, the calls that change the
+    /// cluster are refused.
+    pub admin_port: bool,
 }
 
 /// What to do after the local attempt.
@@ -68,6 +73,19 @@ impl AdminService {
                 Err(e) => return Err(e.to_status()),
             }
         }
+    }
+
+    /// Refuses a call that changes the cluster on the client port, saying where to send it.
+    fn on_admin_port(&self, call: &str) -> Result<(), Status> {
+        if self.admin_port {
+            return Ok(());
+        }
+        let admin_addr = self.status.borrow().admin_addr.clone();
+        Err(Status::permission_denied(format!(
+            "{call} changes the cluster and is served only on the admin port ({admin_addr}), \
+             which the members and the operator reach; not on the client port. raftctl finds \
+             the admin port by itself; run it where the admin port is reachable (in a member's pod)"
+        )))
     }
 
     fn leader_client_addr(&self) -> Option<(NodeId, String)> {
@@ -152,6 +170,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        self.on_admin_port("AddMember")?;
         let deadline = Deadline::of(&request);
         let forwarded = request.metadata().contains_key(FORWARDED);
         let r = request.into_inner();
@@ -197,7 +216,7 @@ impl Admin for AdminService {
             {
                 Outcome::Done(m) => membership = Some(m),
                 Outcome::Forward(addr) => {
-                    let mut admin = self.forwarder.admin(&addr)?;
+                    let mut admin = self.forwarder.leader_admin(&addr).await?;
                     return admin
                         .add_member(Forwarder::forwarded_admin(r, deadline))
                         .await;
@@ -211,7 +230,7 @@ impl Admin for AdminService {
             {
                 Outcome::Done(m) => membership = Some(m),
                 Outcome::Forward(addr) => {
-                    let mut admin = self.forwarder.admin(&addr)?;
+                    let mut admin = self.forwarder.leader_admin(&addr).await?;
                     return admin
                         .add_member(Forwarder::forwarded_admin(r, deadline))
                         .await;
@@ -227,6 +246,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::PromoteMemberRequest>,
     ) -> Result<Response<pb::PromoteMemberResponse>, Status> {
+        self.on_admin_port("PromoteMember")?;
         let deadline = Deadline::of(&request);
         let forwarded = request.metadata().contains_key(FORWARDED);
         let r = request.into_inner();
@@ -238,7 +258,7 @@ impl Admin for AdminService {
                 membership: membership_response(&m),
             })),
             Outcome::Forward(addr) => {
-                let mut admin = self.forwarder.admin(&addr)?;
+                let mut admin = self.forwarder.leader_admin(&addr).await?;
                 admin
                     .promote_member(Forwarder::forwarded_admin(r, deadline))
                     .await
@@ -250,6 +270,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        self.on_admin_port("RemoveMember")?;
         let deadline = Deadline::of(&request);
         let forwarded = request.metadata().contains_key(FORWARDED);
         let r = request.into_inner();
@@ -261,7 +282,7 @@ impl Admin for AdminService {
                 membership: membership_response(&m),
             })),
             Ok(Outcome::Forward(addr)) => {
-                let mut admin = self.forwarder.admin(&addr)?;
+                let mut admin = self.forwarder.leader_admin(&addr).await?;
                 admin
                     .remove_member(Forwarder::forwarded_admin(r, deadline))
                     .await
@@ -294,7 +315,7 @@ impl Admin for AdminService {
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 };
-                let mut admin = self.forwarder.admin(&addr)?;
+                let mut admin = self.forwarder.leader_admin(&addr).await?;
                 admin
                     .remove_member(Forwarder::forwarded_admin(r, deadline))
                     .await
@@ -307,6 +328,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::TransferLeadershipRequest>,
     ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
+        self.on_admin_port("TransferLeadership")?;
         let deadline = Deadline::of(&request);
         let forwarded = request.metadata().contains_key(FORWARDED);
         let r = request.into_inner();
@@ -328,7 +350,7 @@ impl Admin for AdminService {
                 leader_addr: Some(addr),
                 ..
             }) if !forwarded => {
-                let mut admin = self.forwarder.admin(&addr)?;
+                let mut admin = self.forwarder.leader_admin(&addr).await?;
                 admin
                     .transfer_leadership(Forwarder::forwarded_admin(r, deadline))
                     .await
@@ -341,6 +363,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        self.on_admin_port("Snapshot")?;
         let deadline = Deadline::of(&request);
         ask(&self.events, deadline, |reply| ClientRequest::Snapshot {
             reply,

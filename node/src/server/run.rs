@@ -1,5 +1,5 @@
-//! Starting and stopping a member: storage, core, event loop thread, the peer
-//! and client gRPC servers, and the SIGTERM handover.
+//! Starting and stopping a member: storage, core, event loop thread, the peer,
+//! client and admin gRPC servers, and the SIGTERM handover.
 
 use std::time::Duration;
 
@@ -56,7 +56,9 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             cfg.client_listen
         )
     })?;
-
+    let admin_listener = TcpListener::bind(cfg.admin_listen)
+        .await
+        .map_err(|e| format!("cannot listen on --admin-listen {}: {e}", cfg.admin_listen))?;
     let http_listener = TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| format!("cannot listen on --http-listen {}: {e}", cfg.http_listen))?;
@@ -130,7 +132,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let forwarder = Forwarder::new(tls.forward_client.clone());
+    let forwarder = Forwarder::new(tls.forward_client.clone(), tls.admin_client());
     let peer_service = PeerService {
         cluster: cfg.cluster.clone(),
         me: cfg.id,
@@ -226,6 +228,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         status: status_rx.clone(),
         forwarder,
         ui_events: ui_events.clone(),
+        admin_port: false,
     };
     let mut stop = stop_rx.clone();
     let client_server = tokio::spawn(
@@ -236,11 +239,28 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(AdminServer::new(admin_service))
+            .add_service(AdminServer::new(admin_service.clone()))
+            .add_service(health_service.clone())
+            .add_service(reflection.clone())
+            .serve_with_incoming_shutdown(
+                incoming(client_listener, tls.client_server.clone()),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    let mut stop = stop_rx.clone();
+    let admin_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(AdminServer::new(AdminService {
+                admin_port: true,
+                ..admin_service
+            }))
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(
-                incoming(client_listener, tls.client_server.clone()),
+                incoming(admin_listener, tls.admin_server()),
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },
@@ -256,6 +276,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
                 status: status_rx.clone(),
                 loop_events: events_tx.clone(),
                 client_addr: crate::ui::local_addr(cfg.client_listen),
+                admin_addr: crate::ui::local_addr(cfg.admin_listen),
             }),
         ),
         stop_rx.clone(),
@@ -266,6 +287,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         cluster = %cfg.cluster,
         peer = %cfg.peer_listen,
         client = %cfg.client_listen,
+        admin = %cfg.admin_listen,
         http = %cfg.http_listen,
         peer_tls = cfg.tls.peer.is_some(),
         client_tls = cfg.tls.client.is_some(),
@@ -295,6 +317,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let grace = Duration::from_secs(2);
     let _ = tokio::time::timeout(grace, peer_server).await;
     let _ = tokio::time::timeout(grace, client_server).await;
+    let _ = tokio::time::timeout(grace, admin_server).await;
     let _ = tokio::time::timeout(grace, http).await;
     result
 }

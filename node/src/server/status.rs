@@ -24,12 +24,23 @@ pub struct StatusBoard {
     /// knew to be committed: from then on it serves (grpc.health.v1).
     caught_up: bool,
     metrics: Metrics,
+    admin_listen: std::net::SocketAddr,
 }
 
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where others reach this member's admin port: the host they reach its client port at (its
+/// client address in the configuration) with the admin port; the listen address itself
+/// (through loopback if unspecified) while it is in no configuration yet.
+fn admin_addr(client_addr: Option<&str>, admin_listen: std::net::SocketAddr) -> String {
+    match client_addr.and_then(|a| a.rsplit_once(':')) {
+        Some((host, _)) => format!("{host}:{}", admin_listen.port()),
+        None => crate::ui::local_addr(admin_listen),
+    }
 }
 
 pub fn role_to_pb(role: Role) -> pb::Role {
@@ -56,6 +67,7 @@ impl StatusBoard {
             leader_changed_unix_ms: 0,
             caught_up: false,
             metrics,
+            admin_listen: cfg.admin_listen,
         }
     }
 
@@ -107,6 +119,13 @@ impl StatusBoard {
             Some(Suffrage::Learner) => kuberaft_proto::raft::Suffrage::Learner,
             None => kuberaft_proto::raft::Suffrage::Unspecified,
         };
+        let admin_addr = admin_addr(
+            s.membership
+                .members
+                .get(&s.id)
+                .map(|m| m.client_addr.as_str()),
+            self.admin_listen,
+        );
         let status = pb::StatusResponse {
             member_id: s.id,
             name: self.name.clone(),
@@ -126,6 +145,7 @@ impl StatusBoard {
             leader_changed_unix_ms: self.leader_changed_unix_ms,
             version: env!("CARGO_PKG_VERSION").to_string(),
             lost_data_members: lost_data,
+            admin_addr,
         };
         self.tx.send_replace(status);
     }
@@ -147,5 +167,25 @@ impl StatusBoard {
                 })
                 .set(s.last_index.saturating_sub(p.match_index) as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_addr;
+
+    #[test]
+    fn the_admin_address_is_the_client_host_with_the_admin_port() {
+        let listen = "0.0.0.0:7003".parse().unwrap();
+        assert_eq!(
+            admin_addr(Some("demo-0.demo-peers.default.svc:7001"), listen),
+            "demo-0.demo-peers.default.svc:7003"
+        );
+        assert_eq!(admin_addr(Some("[::1]:7001"), listen), "[::1]:7003");
+        assert_eq!(admin_addr(None, listen), "127.0.0.1:7003");
+        assert_eq!(
+            admin_addr(None, "10.0.0.5:9003".parse().unwrap()),
+            "10.0.0.5:9003"
+        );
     }
 }

@@ -1,10 +1,11 @@
-//! TLS for the peer port and the client port.
+//! TLS for the peer, client and admin ports.
 //!
 //! Members talk mutual TLS on the peer port: each presents its member
 //! certificate and accepts only certificates signed by the cluster's peer CA
 //! (`--peer-trusted-ca-file`). The client port serves TLS with its own
 //! certificate and, with `--client-cert-auth`, accepts only clients whose
-//! certificate the client CA signed.
+//! certificate the client CA signed. The admin port, where the cluster is
+//! changed, serves the peer port's mutual TLS when there is one.
 //!
 //! Certificates and keys are read from files and read again every
 //! `--tls-reload-interval-ms`: Kubernetes rotates a mounted Secret by swapping
@@ -206,6 +207,22 @@ impl MemberTls {
             tls.forward_client = Some(client);
         }
         Ok(tls)
+    }
+
+    /// What the admin port serves: with peer TLS, the peer port's mutual TLS, so only holders
+    /// of a certificate the peer CA signed (the members, the operator) may change the cluster;
+    /// else the client port's TLS, if any.
+    pub fn admin_server(&self) -> Option<ServerTls> {
+        self.peer_server
+            .clone()
+            .or_else(|| self.client_server.clone())
+    }
+
+    /// How this member dials another member's admin port (see [`MemberTls::admin_server`]).
+    pub fn admin_client(&self) -> Option<ClientTls> {
+        self.peer_client
+            .clone()
+            .or_else(|| self.forward_client.clone())
     }
 }
 

@@ -94,6 +94,8 @@ pub struct NodeUi {
     pub loop_events: mpsc::UnboundedSender<Event>,
     /// This member's client port, for the page's writes.
     pub client_addr: String,
+    /// This member's admin port, for the page's leadership transfers.
+    pub admin_addr: String,
 }
 
 /// `/ui`, `/ui/events`, `/ui/config` and `/ui/actions/{action}` of a member.
@@ -198,7 +200,7 @@ async fn node_action(
     }
     let r = match action.as_str() {
         "put" => put(&ui.client_addr, p.key, p.value).await,
-        "transfer_leader" => transfer_leader(&ui.client_addr).await,
+        "transfer_leader" => transfer_leader(&ui.admin_addr).await,
         "cut_off" | "heal" => {
             let on = action == "cut_off";
             if p.member.is_some_and(|m| m != ui.member_id) {

@@ -5,7 +5,7 @@
 pub mod admin;
 pub mod watch;
 
-use crate::resources::client_addr;
+use crate::resources::admin_addr;
 
 /// A member as the operator addresses it: pod `<cluster>-<ordinal>` in `namespace`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,10 +25,11 @@ impl MemberRef {
     }
 }
 
-/// Where the operator dials a member's client port (admin API). The default is the pod's DNS
-/// name; tests inject local addresses.
+/// Where the operator dials a member's admin port (every call of the admin API, reads too, so
+/// the operator needs no access to the client port). The default is the pod's DNS name; tests
+/// inject local addresses.
 pub trait MemberLocator: Send + Sync + 'static {
-    /// A URI such as `http://demo-0.demo-peers.default.svc.cluster.local:7001`.
+    /// A URI such as `http://demo-0.demo-peers.default.svc.cluster.local:7003`.
     fn endpoint(&self, member: &MemberRef) -> String;
 }
 
@@ -42,7 +43,7 @@ impl MemberLocator for DnsLocator {
     fn endpoint(&self, m: &MemberRef) -> String {
         format!(
             "http://{}",
-            client_addr(&m.cluster, &m.namespace, &self.cluster_domain, m.ordinal)
+            admin_addr(&m.cluster, &m.namespace, &self.cluster_domain, m.ordinal)
         )
     }
 }

@@ -112,8 +112,11 @@ pub fn member_tls_secret(rc: &RaftCluster) -> Option<String> {
 
 /// Port of `kuberaft.raft.v1` between members.
 pub const PEER_PORT: i32 = 7000;
-/// Port of the key-value API, the admin API and grpc.health.v1.
+/// Port of the key-value API, the admin API's reads (Status) and grpc.health.v1.
 pub const CLIENT_PORT: i32 = 7001;
+/// Port of the whole admin API (membership changes, transfers, snapshots): only the members and
+/// the operator reach it (the NetworkPolicy), with TLS only with the cluster CA's certificate.
+pub const ADMIN_PORT: i32 = 7003;
 /// Port of /metrics.
 pub const HTTP_PORT: i32 = 7002;
 /// Where each member's PersistentVolumeClaim is mounted.

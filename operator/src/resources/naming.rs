@@ -2,7 +2,7 @@
 //! `i + 1` (0 means "nobody" on the wire), reachable at
 //! `<cluster>-<i>.<cluster>-peers.<namespace>.svc.<cluster-domain>`.
 
-use super::{CLIENT_PORT, PEER_PORT};
+use super::{ADMIN_PORT, CLIENT_PORT, PEER_PORT};
 
 /// The headless Service that gives each pod its DNS name.
 pub fn peers_service_name(cluster: &str) -> String {
@@ -71,10 +71,18 @@ pub fn peer_addr(cluster: &str, namespace: &str, cluster_domain: &str, ordinal: 
     )
 }
 
-/// `host:7001`, the member's client (and admin) address.
+/// `host:7001`, the member's client address.
 pub fn client_addr(cluster: &str, namespace: &str, cluster_domain: &str, ordinal: i32) -> String {
     format!(
         "{}:{CLIENT_PORT}",
+        pod_host(cluster, namespace, cluster_domain, ordinal)
+    )
+}
+
+/// `host:7003`, the member's admin address, where the operator talks to it.
+pub fn admin_addr(cluster: &str, namespace: &str, cluster_domain: &str, ordinal: i32) -> String {
+    format!(
+        "{}:{ADMIN_PORT}",
         pod_host(cluster, namespace, cluster_domain, ordinal)
     )
 }

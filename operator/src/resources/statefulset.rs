@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    BuildConfig, CLIENT_PORT, DATA_DIR, HTTP_PORT, PEER_PORT, TLS_DIR, image, labels,
+    ADMIN_PORT, BuildConfig, CLIENT_PORT, DATA_DIR, HTTP_PORT, PEER_PORT, TLS_DIR, image, labels,
     member_tls_secret, object_meta, peers_service_name, selector_labels, statefulset_name,
 };
 use crate::crd::RaftCluster;
@@ -300,6 +300,7 @@ fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Cont
         env("KUBERAFT_DATA_DIR", DATA_DIR),
         env("KUBERAFT_PEER_LISTEN", format!("0.0.0.0:{PEER_PORT}")),
         env("KUBERAFT_CLIENT_LISTEN", format!("0.0.0.0:{CLIENT_PORT}")),
+        env("KUBERAFT_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}")),
         env("KUBERAFT_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
         env("KUBERAFT_INITIAL_MEMBERS", initial_members),
         env(
@@ -386,6 +387,7 @@ fn container(rc: &RaftCluster, cfg: &BuildConfig, initial_members: &str) -> Cont
             container_port("peer", PEER_PORT),
             container_port("client", CLIENT_PORT),
             container_port("http", HTTP_PORT),
+            container_port("admin", ADMIN_PORT),
         ]),
         readiness_probe: Some(readiness),
         liveness_probe: Some(liveness),

@@ -267,6 +267,7 @@ impl FakeCluster {
             suffrage: suffrage as i32,
             leader_changed_unix_ms: s.leader_changed_unix_ms,
             version: "fake".to_string(),
+            admin_addr: String::new(),
             lost_data_members: if in_configuration {
                 s.lost_data.clone()
             } else {

@@ -31,6 +31,7 @@ use super::resources::Run;
 pub const PEER_PORT: u16 = 7000;
 pub const CLIENT_PORT: u16 = 7001;
 pub const HTTP_PORT: u16 = 7002;
+pub const ADMIN_PORT: u16 = 7003;
 pub const DATA_DIR: &str = "/var/lib/kuberaft";
 /// The pod template's terminationGracePeriodSeconds.
 pub const TERMINATION_GRACE_SECONDS: u32 = 30;
@@ -205,6 +206,7 @@ impl DockerCluster {
             ("KUBERAFT_DATA_DIR", DATA_DIR.to_string()),
             ("KUBERAFT_PEER_LISTEN", format!("0.0.0.0:{PEER_PORT}")),
             ("KUBERAFT_CLIENT_LISTEN", format!("0.0.0.0:{CLIENT_PORT}")),
+            ("KUBERAFT_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}")),
             ("KUBERAFT_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
             ("KUBERAFT_INITIAL_MEMBERS", self.initial_members()),
             (
