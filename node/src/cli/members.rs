@@ -177,6 +177,8 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
         "suffrage": suffrage_name(s.suffrage()),
         "leader_changed_unix_ms": s.leader_changed_unix_ms,
         "version": s.version,
+        "admin_addr": s.admin_addr,
+        "lost_data_members": s.lost_data_members,
         "members": s.members.iter().map(member_status_json).collect::<Vec<_>>(),
     })
 }
