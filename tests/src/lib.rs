@@ -11,6 +11,7 @@ pub mod cdp;
 pub mod cluster;
 pub mod docker;
 pub mod kube;
+pub mod lateness;
 pub mod linearizability;
 pub mod manifests;
 pub mod monitoring;

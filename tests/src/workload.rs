@@ -42,6 +42,17 @@ pub struct UniqueWrites {
     pub acknowledged: Vec<String>,
     /// Sent without an answer: may exist.
     pub unknown: Vec<String>,
+    /// Refused with an answer that says it was not and will not be applied: must not exist.
+    pub refused: Vec<String>,
+    /// The unknown ones with when they were sent and when the client gave up.
+    pub timed_out: Vec<crate::lateness::TimedOut>,
+}
+
+/// An error that says the write was not applied and never will be (kv.proto): a deadline that
+/// passed before the write was proposed, or a proposal a new leader overwrote.
+pub fn says_not_applied(status: &tonic::Status) -> bool {
+    let m = status.message();
+    m.contains("it was not, and will not be") || m.contains("it was not applied")
 }
 
 /// One client's channels, one per member, made on first use.
@@ -170,6 +181,8 @@ pub async fn run(
         let u = t.await.expect("a client task panicked");
         all.acknowledged.extend(u.acknowledged);
         all.unknown.extend(u.unknown);
+        all.refused.extend(u.refused);
+        all.timed_out.extend(u.timed_out);
     }
     all
 }
@@ -197,10 +210,32 @@ async fn client_loop(
         let think = rng.random_range(0..=cfg.max_think.as_millis() as u64);
         if rng.random_bool(cfg.unique_share) {
             let key = format!("{UNIQUE_PREFIX}c{client}-{seq}");
-            let call = Call::Put { value: "1".into() };
-            match invoke(&mut kv, &key, &call, cfg.request_timeout).await {
-                Some(_) => unique.acknowledged.push(key),
-                None => unique.unknown.push(key),
+            let sent_at = recorder.now();
+            let answer = kv
+                .put(request(
+                    kvpb::PutRequest {
+                        key: key.clone().into_bytes(),
+                        value: b"1".to_vec(),
+                    },
+                    cfg.request_timeout,
+                ))
+                .await;
+            match answer {
+                Ok(_) => unique.acknowledged.push(key),
+                Err(status) if says_not_applied(&status) => unique.refused.push(key),
+                Err(status) => {
+                    assert_ne!(
+                        status.code(),
+                        tonic::Code::InvalidArgument,
+                        "the workload sent a request the API refuses: {status:?}"
+                    );
+                    unique.timed_out.push(crate::lateness::TimedOut {
+                        key: key.clone(),
+                        sent_at,
+                        deadline: sent_at + cfg.request_timeout.as_nanos() as u64,
+                    });
+                    unique.unknown.push(key);
+                }
             }
         } else {
             let key = cfg.keys[rng.random_range(0..cfg.keys.len())].clone();

@@ -19,7 +19,8 @@
 //! and those names exist only on the pods network, so disconnecting a member
 //! from it partitions that member from all its peers, both ways. A third,
 //! "side" network holds a minority that is cut off together: there the
-//! members of the minority resolve and reach each other, and nobody else.
+//! members of the minority resolve and reach each other, and nobody else
+//! (or, as a bridge, one member of the majority too).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -395,6 +396,33 @@ impl DockerCluster {
             &m.fqdn,
             &self.side.name,
             &m.container,
+        ]);
+    }
+
+    /// Attaches member `id` to the side network as well, with its DNS name: it stays with the
+    /// majority on the pods network and also reaches the members moved to the side, which reach
+    /// only it and each other (a bridge: a partition that is not transitive).
+    pub fn bridge_to_side(&self, id: u64) {
+        let m = self.member(id);
+        must(&[
+            "network",
+            "connect",
+            "--ip",
+            &self.side.ip(m.ordinal, self.generation(id)),
+            "--alias",
+            &m.fqdn,
+            &self.side.name,
+            &m.container,
+        ]);
+    }
+
+    /// Undoes `bridge_to_side`.
+    pub fn unbridge(&self, id: u64) {
+        must(&[
+            "network",
+            "disconnect",
+            &self.side.name,
+            &self.member(id).container,
         ]);
     }
 

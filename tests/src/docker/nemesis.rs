@@ -1,9 +1,10 @@
 //! The nemesis: faults done to a minority of members, one round after
 //! another, for a bounded time. Each round picks up to `max_faulty`
 //! members (half the time including the leader), gives each a fault (or cuts
-//! them off together, as a minority that still talks within itself; rarely,
+//! them off together, as a minority that still talks within itself, or as a
+//! minority that also reaches one member of the majority, a bridge; rarely,
 //! it kills every member at once), holds it for a while, heals every member,
-//! and lets the cluster settle.
+//! and lets the cluster settle. Clients reach every member throughout.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +31,12 @@ pub enum Fault {
     /// Several members cut off together from the rest: they reach each
     /// other and nobody else (clients still reach them).
     Split,
+    /// A partition that is not transitive: a minority cut off from the rest
+    /// except one member of the majority, the bridge, which reaches both
+    /// sides (clients still reach everyone).
+    Bridge,
+    /// The bridge member of a `Bridge` round.
+    Bridging,
     /// Every member killed at once and started again: only what is on the
     /// volumes survives (a rare round).
     KillAll,
@@ -44,7 +51,8 @@ impl Fault {
             Fault::Restart => c.stop(id, 10),
             Fault::Pause => c.pause(id),
             Fault::Partition => c.disconnect(id),
-            Fault::Split => c.move_to_side(id),
+            Fault::Split | Fault::Bridge => c.move_to_side(id),
+            Fault::Bridging => c.bridge_to_side(id),
             Fault::KillAll => c.kill(id),
         }
     }
@@ -54,7 +62,8 @@ impl Fault {
             Fault::Kill | Fault::Restart | Fault::KillAll => c.start_member(id),
             Fault::Pause => c.unpause(id),
             Fault::Partition => c.reconnect(id),
-            Fault::Split => c.back_from_side(id),
+            Fault::Split | Fault::Bridge => c.back_from_side(id),
+            Fault::Bridging => c.unbridge(id),
         }
     }
 }
@@ -75,6 +84,9 @@ pub struct Report {
     /// (nanoseconds on the recorder's clock, what happened)
     pub timeline: Vec<(u64, String)>,
     pub counts: BTreeMap<Fault, usize>,
+    /// When no majority of members could reach each other (every member killed at once): from
+    /// the first kill to the end of the round's settling, on the recorder's clock.
+    pub no_quorum: Vec<(u64, u64)>,
 }
 
 impl Report {
@@ -139,11 +151,21 @@ pub fn run(
             Some(Fault::KillAll)
         } else if targets.len() > 1 && rng.random_bool(0.25) {
             Some(Fault::Split)
+        } else if !candidates.is_empty() && rng.random_bool(0.2) {
+            Some(Fault::Bridge)
         } else {
             None
         };
         let faults: Vec<(u64, Fault)> = match group {
             Some(Fault::KillAll) => c.ids().into_iter().map(|id| (id, Fault::KillAll)).collect(),
+            Some(Fault::Bridge) => {
+                let bridge = candidates[rng.random_range(0..candidates.len())];
+                targets
+                    .iter()
+                    .map(|id| (*id, Fault::Bridge))
+                    .chain([(bridge, Fault::Bridging)])
+                    .collect()
+            }
             Some(g) => targets.iter().map(|id| (*id, g)).collect(),
             None => targets
                 .iter()
@@ -153,6 +175,7 @@ pub fn run(
         if let Some(g) = group {
             *report.counts.entry(g).or_default() += 1;
         }
+        let round_started = recorder.now();
         for (id, fault) in &faults {
             fault.inflict(c, *id);
             if group.is_none() {
@@ -170,6 +193,9 @@ pub fn run(
                 .push((recorder.now(), format!("healed {fault:?} of member {id}")));
         }
         std::thread::sleep(between(&mut rng, cfg.settle));
+        if group == Some(Fault::KillAll) {
+            report.no_quorum.push((round_started, recorder.now()));
+        }
     }
     report
 }
