@@ -309,6 +309,11 @@ pub struct BenchArgs {
     /// HTTP/2 connections per endpoint used (clients share them).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub conns: u32,
+    /// Each client its own connection instead (client i to endpoint i mod N), as separate client
+    /// processes have behind a Kubernetes Service and as ../shared/tools/etcd-bench's clients
+    /// have; --conns is then unused.
+    #[arg(long, conflicts_with = "conns")]
+    pub conn_per_client: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

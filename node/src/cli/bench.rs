@@ -116,10 +116,17 @@ pub async fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<(), CliError> 
         global.command_timeout,
     )?;
     let (addrs, target_desc) = targets(&client, args.target).await?;
+    // Client c uses channels[c mod len]: shared connections, or one each.
     let mut channels: Vec<Channel> = Vec::new();
-    for a in &addrs {
-        for _ in 0..args.conns {
-            channels.push(channel(a, global.dial_timeout)?);
+    if args.conn_per_client {
+        for c in 0..args.clients as usize {
+            channels.push(channel(&addrs[c % addrs.len()], global.dial_timeout)?);
+        }
+    } else {
+        for a in &addrs {
+            for _ in 0..args.conns {
+                channels.push(channel(a, global.dial_timeout)?);
+            }
         }
     }
     let value = Bytes::from(

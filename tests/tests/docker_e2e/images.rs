@@ -51,7 +51,10 @@ fn the_node_image_is_small_unprivileged_and_starts_a_member() {
     );
     assert_eq!(img.user, "65532:65532");
     assert_eq!(img.entrypoint, vec!["/usr/local/bin/kuberaft-node"]);
-    assert_eq!(img.exposed_ports, vec!["7000/tcp", "7001/tcp", "7002/tcp"]);
+    assert_eq!(
+        img.exposed_ports,
+        vec!["7000/tcp", "7001/tcp", "7002/tcp", "7003/tcp"]
+    );
 
     // The binary runs on the base (its libraries are all there).
     let version =
