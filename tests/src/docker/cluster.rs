@@ -385,18 +385,8 @@ impl DockerCluster {
     /// its DNS name: together with the others moved there, it forms a
     /// minority that can reach only itself.
     pub fn move_to_side(&self, id: u64) {
-        let m = self.member(id);
         self.disconnect(id);
-        must(&[
-            "network",
-            "connect",
-            "--ip",
-            &self.side.ip(m.ordinal, self.generation(id)),
-            "--alias",
-            &m.fqdn,
-            &self.side.name,
-            &m.container,
-        ]);
+        self.bridge_to_side(id);
     }
 
     /// Attaches member `id` to the side network as well, with its DNS name: it stays with the
@@ -428,12 +418,7 @@ impl DockerCluster {
 
     /// Undoes `move_to_side`.
     pub fn back_from_side(&self, id: u64) {
-        must(&[
-            "network",
-            "disconnect",
-            &self.side.name,
-            &self.member(id).container,
-        ]);
+        self.unbridge(id);
         self.reconnect(id);
     }
 
